@@ -1,0 +1,91 @@
+"""The `cifar` Typer app: registers the commands and turns known errors into one-line messages."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from typing import Annotated, Any, Callable
+
+import typer
+
+from cifarcli import __version__
+from cifarcli.errors import CifarError
+
+app = typer.Typer(
+    name="cifar",
+    help="Train, diagnose and explain CIFAR-10/100 image classifiers.\n\n"
+    "Everyday path: cifar download -> cifar lr-find -> cifar train -> cifar evaluate -> cifar report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def debug_enabled() -> bool:
+    """Full tracebacks are shown when CIFAR_DEBUG=1 (set by `cifar --debug`)."""
+    return os.environ.get("CIFAR_DEBUG", "") not in ("", "0")
+
+
+def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a command so a CifarError becomes `error: ...` on stderr and its exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CifarError as exc:
+            if debug_enabled():
+                raise
+            typer.echo(f"error: {exc.message}", err=True)
+            if exc.hint:
+                typer.echo(f"hint: {exc.hint}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            if debug_enabled():
+                raise
+            typer.echo("error: interrupted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"cifar {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks (same as CIFAR_DEBUG=1).")] = False,
+) -> None:
+    if debug:
+        os.environ["CIFAR_DEBUG"] = "1"
+
+
+def register(name: str, command: Callable[..., Any]) -> None:
+    """Add a command; its docstring's first line is the summary shown by `cifar --help`."""
+    app.command(name)(friendly_errors(command))
+
+
+def _register_all() -> None:
+    # Imported here so `cifar --version` stays fast; each module owns one subcommand.
+    from cifarcli.commands import download
+
+    register("download", download.download)
+
+
+_register_all()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

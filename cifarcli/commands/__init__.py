@@ -1,0 +1,1 @@
+"""One module per subcommand: load config -> call the library -> write artifacts -> print paths."""

@@ -1,0 +1,374 @@
+"""The experiment schema and its loader: YAML file < `--set` overrides, validated once, frozen.
+
+Every other module receives a frozen slice of `ExperimentConfig` (`cfg.optim`, `cfg.data`, ...)
+and never reads the YAML or the CLI itself.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cifarcli.errors import ConfigError
+
+# The registries (models.MODELS, engine.optim.OPTIMIZERS, ...) are keyed by exactly these
+# names; a test holds each registry to its tuple, so a typo fails at validation with the list.
+DATASET_NAMES = ("cifar10", "cifar100")
+MODEL_NAMES = ("mlp", "simple_cnn", "resnet9", "resnet18", "resnet34", "resnet50")
+OPTIMIZER_NAMES = ("sgd", "adam", "adamw", "rmsprop")
+SCHEDULE_NAMES = ("onecycle", "cosine", "cosine_restarts", "multistep", "constant")
+LR_SUGGESTION_NAMES = ("steepest", "min_div10", "valley")
+
+DatasetName = Literal["cifar10", "cifar100"]
+ModelName = Literal["mlp", "simple_cnn", "resnet9", "resnet18", "resnet34", "resnet50"]
+OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop"]
+ScheduleName = Literal["onecycle", "cosine", "cosine_restarts", "multistep", "constant"]
+LrSuggestionName = Literal["steepest", "min_div10", "valley"]
+
+BUILTIN_CONFIG_PACKAGE = "cifarcli.configs"
+DEFAULT_CONFIG_NAME = "default"
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, nothing changes after load."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    dataset: DatasetName = Field("cifar10", description="Which data set: cifar10 or cifar100.")
+    root: Path = Field(Path("data"), description="Folder holding downloaded archives and the converted cache.")
+    source: Optional[str] = Field(None, description="Mirror URL or local archive path; null uses the official address.")
+    md5: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{32}$", description="Expected md5 of the archive at `source`; null means the official checksum.")
+    verify: bool = Field(True, description="Check the archive's md5 before using it.")
+    download_timeout_s: float = Field(30.0, gt=0, description="Seconds without data before a download attempt is abandoned.")
+    download_retries: int = Field(5, ge=0, le=50, description="Extra download attempts after a failure, with exponential back-off.")
+    label_mode: Literal["fine", "coarse"] = Field("fine", description="CIFAR-100 labels: fine (100 classes) or coarse (20 superclasses). Ignored for CIFAR-10.")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of the training set held out, stratified, as the validation split.")
+    split_seed: int = Field(0, ge=0, description="Seed of the validation split (independent of train.seed).")
+    batch_size: int = Field(512, ge=1, le=65536, description="Training batch size in images.")
+    eval_batch_size: int = Field(1024, ge=1, le=65536, description="Evaluation batch size in images.")
+    drop_last: bool = Field(True, description="Drop the last partial training batch (evaluation always keeps it).")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where data and model live: auto picks cuda when present.")
+
+
+class ModelConfig(Section):
+    name: ModelName = Field("resnet9", description="Architecture: " + ", ".join(MODEL_NAMES) + ".")
+    pretrained: Optional[Path] = Field(None, description="Torchvision ImageNet weights file (.pth) to start from; torchvision resnets only.")
+    freeze_backbone_epochs: int = Field(0, ge=0, description="With pretrained weights: train only the new head for this many epochs.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the classifier head (mlp, simple_cnn, resnet9).")
+
+
+class OptimConfig(Section):
+    name: OptimizerName = Field("adam", description="Optimizer: " + ", ".join(OPTIMIZER_NAMES) + ".")
+    lr: float = Field(0.01, gt=0, description="Peak learning rate (the schedule scales it per step).")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD/RMSprop momentum.")
+    nesterov: bool = Field(False, description="Nesterov momentum (SGD only).")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW betas.")
+    eps: float = Field(1e-8, gt=0, description="Adam/AdamW/RMSprop epsilon.")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay (decoupled for AdamW).")
+    decay_norm_and_bias: bool = Field(False, description="Also decay norm-layer weights and biases (usually exempt).")
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, betas: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError("each beta must be in [0, 1), e.g. [0.9, 0.999]")
+        return betas
+
+
+class LossConfig(Section):
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Cross-entropy label smoothing.")
+    l1_weight: float = Field(0.0, ge=0.0, description="Weight of the L1 penalty on all trainable weights (0 = off).")
+
+
+class ScheduleConfig(Section):
+    name: ScheduleName = Field("onecycle", description="LR schedule, stepped per batch: " + ", ".join(SCHEDULE_NAMES) + ".")
+    warmup_epochs: float = Field(0.0, ge=0.0, description="Linear warm-up from lr/warmup_div to the schedule, in epochs (not for onecycle).")
+    warmup_div: float = Field(25.0, ge=1.0, description="Warm-up starts at lr / warmup_div.")
+    peak_epoch: Optional[float] = Field(5.0, gt=0, description="onecycle: epoch at which the LR peaks (wins over peak_fraction).")
+    peak_fraction: float = Field(0.3, gt=0, lt=1, description="onecycle: share of the run spent rising, used when peak_epoch is null.")
+    initial_div: float = Field(25.0, ge=1.0, description="onecycle: the LR starts at lr / initial_div.")
+    final_div: float = Field(1e4, ge=1.0, description="onecycle: the LR ends at lr / initial_div / final_div.")
+    three_phase: bool = Field(False, description="onecycle: add a third phase annealing to the final LR.")
+    anneal: Literal["cos", "linear"] = Field("linear", description="onecycle: annealing shape, cos or linear.")
+    min_lr: float = Field(0.0, ge=0.0, description="cosine, cosine_restarts: the lowest LR.")
+    restart_epochs: float = Field(10.0, gt=0, description="cosine_restarts: epochs in the first cycle.")
+    restart_mult: int = Field(1, ge=1, description="cosine_restarts: each cycle is this many times longer than the last.")
+    milestones: list[float] = Field(default_factory=lambda: [50.0, 75.0], description="multistep: epochs at which the LR is multiplied by gamma.")
+    gamma: float = Field(0.1, gt=0, le=1, description="multistep: LR factor at each milestone.")
+
+
+class CropConfig(Section):
+    enabled: bool = Field(True, description="Random crop after padding.")
+    padding: int = Field(4, ge=0, le=16, description="Pixels padded on every side before cropping 32x32.")
+    padding_mode: Literal["zeros", "reflect"] = Field("reflect", description="Padding fill: zeros or reflect.")
+
+
+class FlipConfig(Section):
+    enabled: bool = Field(True, description="Random horizontal flip.")
+    probability: float = Field(0.5, ge=0.0, le=1.0, description="Chance each image is flipped.")
+
+
+class CutoutConfig(Section):
+    enabled: bool = Field(True, description="Cutout / random erasing of square patches.")
+    size: int = Field(8, ge=1, le=32, description="Side of each erased square, in pixels.")
+    count: int = Field(1, ge=1, le=16, description="Squares erased per image.")
+    probability: float = Field(1.0, ge=0.0, le=1.0, description="Chance each image gets cutout.")
+
+
+class ColorJitterConfig(Section):
+    enabled: bool = Field(False, description="Random brightness/contrast/saturation/hue.")
+    brightness: float = Field(0.2, ge=0.0, le=1.0, description="Brightness factor drawn from [1-b, 1+b].")
+    contrast: float = Field(0.2, ge=0.0, le=1.0, description="Contrast factor drawn from [1-c, 1+c].")
+    saturation: float = Field(0.2, ge=0.0, le=1.0, description="Saturation factor drawn from [1-s, 1+s].")
+    hue: float = Field(0.0, ge=0.0, le=0.5, description="Hue shift drawn from [-h, h], in turns of the colour wheel.")
+    probability: float = Field(0.8, ge=0.0, le=1.0, description="Chance each image is jittered.")
+
+
+class RotationConfig(Section):
+    enabled: bool = Field(False, description="Small random rotation.")
+    max_degrees: float = Field(10.0, gt=0.0, le=45.0, description="Angle drawn from [-max, max] degrees.")
+    probability: float = Field(1.0, ge=0.0, le=1.0, description="Chance each image is rotated.")
+
+
+class MixConfig(Section):
+    mixup_alpha: float = Field(0.0, ge=0.0, description="MixUp Beta(alpha, alpha) parameter; 0 = off.")
+    cutmix_alpha: float = Field(0.0, ge=0.0, description="CutMix Beta(alpha, alpha) parameter; 0 = off.")
+    probability: float = Field(1.0, ge=0.0, le=1.0, description="Chance each image is mixed with another.")
+    cutmix_share: float = Field(0.5, ge=0.0, le=1.0, description="With both on: share of mixed images that use CutMix.")
+    off_epoch: Optional[int] = Field(None, ge=0, description="Stop mixing from this epoch on (0-based); null = never.")
+
+
+class AugmentConfig(Section):
+    crop: CropConfig = CropConfig()
+    flip: FlipConfig = FlipConfig()
+    cutout: CutoutConfig = CutoutConfig()
+    color_jitter: ColorJitterConfig = ColorJitterConfig()
+    rotation: RotationConfig = RotationConfig()
+    mix: MixConfig = MixConfig()
+
+
+class TrainConfig(Section):
+    epochs: int = Field(24, ge=1, le=10000, description="Training epochs.")
+    seed: int = Field(0, ge=0, description="Seed for weights, shuffling and augmentation.")
+    deterministic: bool = Field(False, description="Deterministic kernels: two runs on one machine are bit-identical (slower).")
+    amp: Literal["off", "bf16", "fp16"] = Field("bf16", description="Autocast dtype: bf16 (CUDA or CPU), fp16 (CUDA, with a GradScaler), off.")
+    amp_on_cpu: bool = Field(False, description="Allow bf16 autocast on the CPU (off: the CPU trains in fp32).")
+    grad_clip_norm: Optional[float] = Field(None, gt=0, description="Clip the global gradient norm to this value; null = off.")
+    grad_clip_value: Optional[float] = Field(None, gt=0, description="Clip each gradient element to [-v, v]; null = off.")
+    ema_decay: Optional[float] = Field(None, gt=0, lt=1, description="Keep an EMA of the weights with this decay per step and evaluate it too; null = off.")
+    compile: bool = Field(False, description="torch.compile the model (CUDA recommended).")
+    channels_last: bool = Field(True, description="Use channels_last memory format on CUDA.")
+    overfit_batches: int = Field(0, ge=0, description="Train on this many fixed batches only (sanity check); 0 = off.")
+    nonfinite_loss: Literal["stop", "skip"] = Field("stop", description="On a NaN/inf loss: stop the run, or skip that step.")
+    log_every_steps: int = Field(20, ge=1, description="Write per-step loss and LR to TensorBoard every this many steps.")
+
+    @model_validator(mode="after")
+    def _one_clip(self) -> "TrainConfig":
+        if self.grad_clip_norm is not None and self.grad_clip_value is not None:
+            raise ValueError("set grad_clip_norm or grad_clip_value, not both")
+        return self
+
+
+class EvalConfig(Section):
+    split: Literal["test", "val"] = Field("test", description="Which split `cifar evaluate` scores.")
+    tta_flip: bool = Field(False, description="Average predictions over the image and its horizontal flip.")
+    superclass: bool = Field(True, description="CIFAR-100 fine labels: also score at the 20-superclass level.")
+
+
+class LrFindConfig(Section):
+    start_lr: float = Field(1e-7, gt=0, description="First LR of the sweep.")
+    end_lr: float = Field(10.0, gt=0, description="Last LR of the sweep.")
+    num_iter: int = Field(100, ge=5, le=100000, description="Steps in the sweep.")
+    mode: Literal["exp", "linear"] = Field("exp", description="LR spacing: exp (geometric) or linear.")
+    smoothing: float = Field(0.98, ge=0.0, lt=1.0, description="EMA factor of the smoothed loss.")
+    diverge_factor: float = Field(5.0, gt=1.0, description="Stop when the smoothed loss exceeds this multiple of its best.")
+    suggestion: LrSuggestionName = Field("valley", description="Which suggestion becomes the peak LR: " + ", ".join(LR_SUGGESTION_NAMES) + ".")
+
+    @model_validator(mode="after")
+    def _increasing(self) -> "LrFindConfig":
+        if self.end_lr <= self.start_lr:
+            raise ValueError("end_lr must be greater than start_lr")
+        return self
+
+
+class ReportConfig(Section):
+    misclassified_count: int = Field(25, ge=1, le=100, description="Most confidently wrong test images shown.")
+    augment_images_per_class: int = Field(4, ge=1, le=16, description="Augmented training images per class in augmentations.png.")
+
+
+class VisualizeConfig(Section):
+    layer: Optional[str] = Field(None, description="Layer for feature maps and Grad-CAM; null = the last conv layer.")
+    num_images: int = Field(4, ge=1, le=32, description="Test images to show.")
+    image_indices: Optional[list[int]] = Field(None, description="Exact test-set indices to show; null = random with image_seed.")
+    image_seed: int = Field(0, ge=0, description="Seed for picking test images.")
+    max_feature_maps: int = Field(32, ge=1, le=512, description="Channels shown per feature-map grid.")
+
+
+class RunConfig(Section):
+    name: str = Field("default", min_length=1, max_length=80, pattern=r"^[A-Za-z0-9._-]+$", description="Run name, part of the run folder's name.")
+    root: Path = Field(Path("runs"), description="Folder under which run folders are created.")
+    tensorboard: bool = Field(True, description="Write TensorBoard event files.")
+
+
+class ExperimentConfig(Section):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    optim: OptimConfig = OptimConfig()
+    loss: LossConfig = LossConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    augment: AugmentConfig = AugmentConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    lr_find: LrFindConfig = LrFindConfig()
+    report: ReportConfig = ReportConfig()
+    visualize: VisualizeConfig = VisualizeConfig()
+    run: RunConfig = RunConfig()
+    lr_source: Optional[str] = Field(None, description="Set by `--lr-from`: the lr_find.json whose suggestion became optim.lr.")
+
+    @model_validator(mode="after")
+    def _pretrained_needs_torchvision_resnet(self) -> "ExperimentConfig":
+        if self.model.pretrained is not None and self.model.name not in ("resnet18", "resnet34", "resnet50"):
+            raise ValueError(f"model.pretrained works with resnet18, resnet34, resnet50, not {self.model.name}")
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def builtin_config_names() -> list[str]:
+    """Names of the configs shipped inside the package (usable as `-c NAME`)."""
+    folder = resources.files(BUILTIN_CONFIG_PACKAGE)
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_config_path(path: Path | None) -> Path:
+    """Return the file for `--config`: a real path, or the name of a built-in config."""
+    if path is None:
+        path = Path(DEFAULT_CONFIG_NAME)
+    if path.is_file():
+        return path
+    if not path.suffix and path.name in builtin_config_names() and len(path.parts) == 1:
+        return Path(str(resources.files(BUILTIN_CONFIG_PACKAGE).joinpath(path.name + ".yaml")))
+    raise ConfigError(
+        f"config file not found: {path}",
+        hint="pass an existing YAML file to --config, or a built-in name: " + ", ".join(builtin_config_names()),
+    )
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    """Parse a YAML file with the safe loader; it must hold a mapping (or be empty)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: YAML syntax error: {problem}", hint="fix the YAML at that line") from exc
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (data:, model:, ...), not {type(loaded).__name__}")
+    return loaded
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split `a.b.c=value` into its key path and its value parsed as a YAML scalar or list."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. --set optim.lr=0.01")
+    parts = key.split(".")
+    if any(not p for p in parts):
+        raise ConfigError(f"--set {text!r}: empty part in the dotted key {key!r}, e.g. --set optim.lr=0.01")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML; quote strings, write lists as [1, 2]") from exc
+    return parts, value
+
+
+def apply_override(tree: dict[str, Any], parts: list[str], value: Any) -> None:
+    """Set `value` at `parts` inside the nested dict `tree`, creating sections as needed."""
+    node = tree
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            dotted = ".".join(parts[: depth + 1])
+            raise ConfigError(f"--set {'.'.join(parts)}: {dotted} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _field_names_at(loc: tuple[Any, ...]) -> list[str]:
+    """The valid keys of the section that `loc` (a pydantic error location) points into."""
+    model: Any = ExperimentConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = tuple(p for p in error["loc"])
+    dotted = ".".join(str(p) for p in loc)
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        valid = _field_names_at(loc)
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        guess = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])}?" if close else ""
+        return f"{dotted}: unknown key{guess} (valid keys here: {', '.join(valid)})"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if kind == "literal_error":
+        message = "must be one of " + message.split("Input should be ", 1)[-1].replace("'", "").replace(" or ", ", ")
+        return f"{dotted}: {error.get('input')!r} is not valid; {message}"
+    message = message[0].lower() + message[1:]
+    got = error.get("input")
+    if isinstance(got, dict):  # a section-level check: its message names the fields itself
+        return f"{dotted}: {message}" if dotted else message
+    return f"{dotted}: {message} (got {got!r})"
+
+
+def validate_config(tree: dict[str, Any]) -> ExperimentConfig:
+    """Validate a nested dict into the frozen config, or raise ConfigError for the first problem."""
+    try:
+        return ExperimentConfig.model_validate(tree)
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(_describe(errors[0]) + more) from exc
+
+
+def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Load the config at `path` (default: the built-in default), apply `--set` overrides, validate."""
+    tree = read_yaml_mapping(resolve_config_path(path))
+    for text in overrides:
+        apply_override(tree, *parse_override(text))
+    return validate_config(tree)
+
+
+def config_to_yaml(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML text that `load_config` reads back to an equal config."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
+
+
+def config_with(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
+    """A new validated config with dotted-key overrides applied (the original is untouched)."""
+    tree = cfg.model_dump(mode="json")
+    for dotted, value in overrides.items():
+        apply_override(tree, dotted.split("."), value)
+    return validate_config(tree)
