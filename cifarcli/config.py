@@ -84,7 +84,7 @@ class OptimConfig(Section):
 
 class LossConfig(Section):
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Cross-entropy label smoothing.")
-    l1_weight: float = Field(0.0, ge=0.0, description="Weight of the L1 penalty on all trainable weights (0 = off).")
+    l1_weight: float = Field(0.0, ge=0.0, description="Weight of the L1 penalty on trainable conv and linear weights (0 = off).")
 
 
 class ScheduleConfig(Section):
@@ -274,6 +274,8 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if isinstance(exc, yaml.constructor.ConstructorError):
+            raise ConfigError(f"{where}: YAML tag refused ({problem})", hint="configs hold plain values only; remove the !! tag") from exc
         raise ConfigError(f"{where}: YAML syntax error: {problem}", hint="fix the YAML at that line") from exc
     if loaded is None:
         return {}
