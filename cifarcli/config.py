@@ -61,7 +61,7 @@ class ModelConfig(Section):
     name: ModelName = Field("resnet9", description="Architecture: " + ", ".join(MODEL_NAMES) + ".")
     pretrained: Optional[Path] = Field(None, description="Torchvision ImageNet weights file (.pth) to start from; torchvision resnets only.")
     freeze_backbone_epochs: int = Field(0, ge=0, description="With pretrained weights: train only the new head for this many epochs.")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the classifier head (mlp, simple_cnn, resnet9).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the classifier head (every model).")
 
 
 class OptimConfig(Section):

@@ -1,0 +1,193 @@
+"""The model zoo: registry names, shapes, gradients, exact parameter counts, head/conv lookup, freezing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cifarcli.config import MODEL_NAMES, ModelConfig
+from cifarcli.errors import UsageError
+from cifarcli.models import (
+    HEAD_NAME,
+    MODELS,
+    build_model,
+    conv_layer_names,
+    find_layer,
+    first_conv,
+    freeze_norm_stats,
+    head_module,
+    last_conv_layer_name,
+    set_backbone_trainable,
+    unwrap_model,
+)
+
+CONV_MODELS = [name for name in MODEL_NAMES if name != "mlp"]
+
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def linear_params(width_in: int, width_out: int) -> int:
+    return width_in * width_out + width_out
+
+
+def test_registry_has_exactly_the_config_names() -> None:
+    assert tuple(MODELS) == MODEL_NAMES
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("num_classes", [10, 100])
+def test_forward_backward_shapes_and_gradient_reaches_first_layer(name: str, num_classes: int) -> None:
+    torch.manual_seed(0)
+    model = MODELS[name](num_classes)
+    images = torch.randn(2, 3, 32, 32)
+    logits = model(images)
+    assert logits.shape == (2, num_classes)
+    assert logits.dtype == torch.float32
+    nn.functional.cross_entropy(logits, torch.tensor([0, num_classes - 1])).backward()
+    first_name, first_param = next(iter(model.named_parameters()))
+    assert first_param.grad is not None, first_name
+    assert first_param.grad.abs().sum().item() > 0, first_name
+    assert head_module(model).weight.grad.abs().sum().item() > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "num_classes", "expected"),
+    [
+        ("resnet9", 10, 6_573_130),
+        ("resnet18", 100, 11_220_132),
+        ("resnet34", 100, 21_328_292),
+        # mlp: 3072 -> 1024 -> 512 -> 256 -> 10, each Linear with a bias
+        ("mlp", 10, linear_params(3072, 1024) + linear_params(1024, 512) + linear_params(512, 256) + linear_params(256, 10)),
+        # simple_cnn: three 3x3 convs with bias (3->32->64->128), then 2048 -> 256 -> 128 -> 10
+        (
+            "simple_cnn",
+            10,
+            (27 * 32 + 32) + (288 * 64 + 64) + (576 * 128 + 128)
+            + linear_params(2048, 256) + linear_params(256, 128) + linear_params(128, 10),
+        ),
+    ],
+)
+def test_parameter_counts_are_exact(name: str, num_classes: int, expected: int) -> None:
+    assert param_count(MODELS[name](num_classes)) == expected
+
+
+def test_resnet9_layout_matches_the_seed_recipe() -> None:
+    model = MODELS["resnet9"](10)
+    convs = [model.get_submodule(n) for n in conv_layer_names(model)]
+    assert [c.out_channels for c in convs] == [64, 128, 128, 128, 256, 512, 512, 512]
+    assert all(c.bias is None and c.kernel_size == (3, 3) for c in convs)
+    # the residual adds its input back: with the block zeroed out, res1 is the identity
+    for param in model.res1.parameters():
+        nn.init.zeros_(param)
+    features = torch.randn(1, 128, 16, 16)
+    assert torch.equal(model.res1(features), features)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50"])
+def test_torchvision_resnets_have_a_32px_stem(name: str) -> None:
+    model = MODELS[name](10)
+    stem = first_conv(model)
+    assert (stem.kernel_size, stem.stride, stem.padding, stem.bias) == ((3, 3), (1, 1), (1, 1), None)
+    assert isinstance(model.maxpool, nn.Identity)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_head_is_a_linear_called_fc_sized_to_the_classes(name: str) -> None:
+    model = MODELS[name](7)
+    head = head_module(model)
+    assert isinstance(head, nn.Linear)
+    assert head.out_features == 7
+    assert head is model.get_submodule(HEAD_NAME)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_dropout_before_the_head_is_active_only_in_training(name: str) -> None:
+    torch.manual_seed(0)
+    model = MODELS[name](10, dropout=0.5)
+    rates = [m.p for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert rates == [0.5]
+    images = torch.randn(2, 3, 32, 32)
+    model.eval()
+    assert torch.equal(model(images), model(images))
+    model.train()
+    assert not torch.equal(model(images), model(images))
+
+
+def test_torchvision_dropout_keeps_state_dict_keys() -> None:
+    assert list(MODELS["resnet18"](10).state_dict()) == list(MODELS["resnet18"](10, dropout=0.3).state_dict())
+
+
+@pytest.mark.parametrize("name", CONV_MODELS)
+def test_conv_layer_lookup(name: str) -> None:
+    model = MODELS[name](10)
+    names = conv_layer_names(model)
+    assert names and all(isinstance(model.get_submodule(n), nn.Conv2d) for n in names)
+    assert first_conv(model) is model.get_submodule(names[0])
+    assert first_conv(model).in_channels == 3
+    assert last_conv_layer_name(model) == names[-1]
+    assert find_layer(model, names[-1]) is model.get_submodule(names[-1])
+
+
+def test_last_conv_names_are_the_deepest_convs() -> None:
+    assert last_conv_layer_name(MODELS["resnet9"](10)) == "res3.block2.conv"
+    assert last_conv_layer_name(MODELS["resnet18"](10)) == "layer4.1.conv2"
+    assert last_conv_layer_name(MODELS["resnet50"](10)) == "layer4.2.conv3"
+    assert last_conv_layer_name(MODELS["simple_cnn"](10)) == "conv3.0"
+
+
+def test_mlp_has_no_conv_layer_and_says_so() -> None:
+    model = MODELS["mlp"](10)
+    assert conv_layer_names(model) == []
+    with pytest.raises(UsageError, match="MLP has no conv layer.*resnet9"):
+        first_conv(model)
+    with pytest.raises(UsageError, match="no conv layer"):
+        last_conv_layer_name(model)
+
+
+def test_find_layer_names_the_choices() -> None:
+    with pytest.raises(UsageError, match=r"layer 'layer9' not found in ResNet9.*prep\.conv"):
+        find_layer(MODELS["resnet9"](10), "layer9")
+
+
+def test_wrapped_models_are_unwrapped() -> None:
+    model = MODELS["simple_cnn"](10)
+    wrapped = nn.DataParallel(model)  # stands in for DDP / torch.compile, which wrap the same way
+    assert unwrap_model(wrapped) is model
+    assert head_module(wrapped) is model.fc
+    assert conv_layer_names(wrapped) == conv_layer_names(model)
+
+
+def test_build_model_uses_the_config_slice() -> None:
+    model = build_model(ModelConfig(name="simple_cnn", dropout=0.25), num_classes=20)
+    assert head_module(model).out_features == 20
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.25]
+
+
+@pytest.mark.parametrize("name", ["resnet9", "resnet18"])
+def test_freezing_leaves_only_the_head_trainable(name: str) -> None:
+    model = MODELS[name](10)
+    set_backbone_trainable(model, False)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {"fc.weight", "fc.bias"}
+    set_backbone_trainable(model, True)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_frozen_batchnorm_keeps_its_running_statistics() -> None:
+    model = MODELS["resnet9"](10)
+    set_backbone_trainable(model, False)
+    model.train()
+    frozen = freeze_norm_stats(model)
+    assert frozen == sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 8
+    assert model.training and not model.prep.bn.training
+    mean_before = model.prep.bn.running_mean.clone()
+    model(torch.randn(4, 3, 32, 32) * 3 + 1)
+    assert torch.equal(model.prep.bn.running_mean, mean_before)
+    # an unfrozen backbone is left in train mode, so its statistics do move
+    set_backbone_trainable(model, True)
+    model.train()
+    assert freeze_norm_stats(model) == 0
+    model(torch.randn(4, 3, 32, 32) * 3 + 1)
+    assert not torch.equal(model.prep.bn.running_mean, mean_before)
