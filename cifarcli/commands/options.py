@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
-from cifarcli.config import ExperimentConfig, config_to_yaml, load_config
+from cifarcli.config import (
+    ExperimentConfig,
+    config_to_yaml,
+    config_with,
+    load_config,
+    parse_override,
+    read_yaml_mapping,
+    resolve_config_path,
+)
+from cifarcli.errors import ConfigError
 
 ConfigOption = Annotated[
     Optional[Path],
@@ -36,6 +45,56 @@ PrintConfigOption = Annotated[
 def resolve_config(config: Path | None, overrides: list[str] | None, print_config: bool) -> ExperimentConfig:
     """Load and validate the config; with --print-config, print it and exit 0."""
     cfg = load_config(config, overrides or [])
+    if print_config:
+        typer.echo(config_to_yaml(cfg), nl=False)
+        raise typer.Exit(0)
+    return cfg
+
+
+# Settings that change how a trained model is scored or shown, never what was trained.
+EVALUATION_SETTINGS = (
+    "eval.", "report.", "visualize.", "data.eval_batch_size", "data.device", "data.root",
+    "data.source", "data.md5", "data.verify", "train.amp", "train.amp_on_cpu",
+)  # fmt: skip
+
+
+def _allowed(dotted: str) -> bool:
+    return any(dotted == key or (key.endswith(".") and dotted.startswith(key)) for key in EVALUATION_SETTINGS)
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def resolve_saved_config(
+    saved: ExperimentConfig, config: Path | None, overrides: list[str] | None, print_config: bool
+) -> ExperimentConfig:
+    """A trained run's config with evaluation-only settings taken from `-c` and `--set`.
+
+    From a `-c` file only the evaluation settings are read; a `--set` of anything else is an
+    error, because it would describe a model other than the one in the checkpoint.
+    """
+    changes: dict[str, Any] = {}
+    if config is not None:
+        tree = read_yaml_mapping(resolve_config_path(config))
+        changes.update({k: v for k, v in _flatten(tree).items() if _allowed(k)})
+    for text in overrides or []:
+        parts, value = parse_override(text)
+        dotted = ".".join(parts)
+        if not _allowed(dotted):
+            raise ConfigError(
+                f"--set {dotted}: cannot change a trained run's setting here",
+                hint="allowed: " + ", ".join(k + ("*" if k.endswith(".") else "") for k in EVALUATION_SETTINGS),
+            )
+        changes[dotted] = value
+    cfg = config_with(saved, changes)
     if print_config:
         typer.echo(config_to_yaml(cfg), nl=False)
         raise typer.Exit(0)

@@ -1,0 +1,59 @@
+"""`cifar download`: fetch, verify and convert CIFAR-10/100 into the on-disk cache."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Optional
+
+import typer
+
+from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_config
+from cifarcli.config import config_with
+from cifarcli.data.prepare import prepare_dataset
+
+
+DatasetFlag = Annotated[
+    Optional[str], typer.Option("--dataset", help="cifar10 or cifar100 (overrides data.dataset).", show_default=False)
+]
+SourceFlag = Annotated[
+    Optional[str],
+    typer.Option("--source", metavar="URL_OR_PATH", show_default=False,
+                 help="Mirror URL, or an archive already on disk for offline installs (overrides data.source)."),
+]
+Md5Flag = Annotated[
+    Optional[str],
+    typer.Option("--md5", metavar="HEX", show_default=False,
+                 help="Your own known md5 of the archive at --source (overrides data.md5)."),
+]
+NoVerifyFlag = Annotated[bool, typer.Option("--no-verify", help="Accept the archive without checking its md5 (data.verify=false).")]
+ForceFlag = Annotated[bool, typer.Option("--force", help="Fetch the archive again and rebuild the cache even if both are present.")]
+
+
+def download(
+    dataset: DatasetFlag = None,
+    source: SourceFlag = None,
+    md5: Md5Flag = None,
+    no_verify: NoVerifyFlag = False,
+    force: ForceFlag = False,
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    print_config: PrintConfigOption = False,
+) -> None:
+    """Download CIFAR-10/100, verify its checksum and convert it into a fast on-disk cache.
+
+    Example: cifar download --dataset cifar100
+
+    Offline: cifar download --source ~/Downloads/cifar-10-python.tar.gz
+    """
+    cfg = resolve_config(config, overrides, print_config)
+    flags: dict[str, Any] = {"data.dataset": dataset, "data.source": source, "data.md5": md5}
+    changes = {key: value for key, value in flags.items() if value is not None}
+    if no_verify:
+        changes["data.verify"] = False
+    if changes:
+        cfg = config_with(cfg, changes)
+    result = prepare_dataset(cfg.data, force=force)
+    typer.echo(f"{result.dataset}: {result.action}")
+    typer.echo(f"cache:   {result.cache_dir} ({result.train_count} train, {result.test_count} test images)")
+    if result.archive_path.is_file():
+        typer.echo(f"archive: {result.archive_path} (md5 {result.archive_md5})")
+    typer.echo(f"source:  {result.source}")

@@ -1,0 +1,1 @@
+"""Data: archive download and verification, the on-disk cache, the device loader and augmentation."""

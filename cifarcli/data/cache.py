@@ -1,0 +1,197 @@
+"""The converted data set on disk: `.npy` arrays plus a `manifest.json`, loaded memory-mapped.
+
+Layout of `<root>/<dataset>/`: train_images.npy (N, 32, 32, 3) uint8 HWC, train_labels.npy (N,)
+int64 fine labels, the same for test, train/test_coarse_labels.npy for CIFAR-100, and
+manifest.json (format version, source, archive md5, counts, class names, and per file its
+shape, dtype, size and sha256). The manifest is written last and removed first, so a cache
+that was being rewritten when a process died is never taken as complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cifarcli.errors import DataError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+IMAGE_SHAPE = (32, 32, 3)  # height, width, RGB channels
+
+
+@dataclass(frozen=True)
+class CifarArrays:
+    """One data set in memory or memory-mapped from the cache."""
+
+    dataset: str                 # "cifar10" | "cifar100"
+    train_images: np.ndarray     # (N, 32, 32, 3) uint8, memory-mapped
+    train_labels: np.ndarray     # (N,) int64, fine labels
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    train_coarse_labels: np.ndarray | None   # CIFAR-100 only
+    test_coarse_labels: np.ndarray | None
+    class_names: list[str]
+    superclass_names: list[str] | None       # CIFAR-100 only
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+class CacheError(DataError):
+    """The cache is missing, incomplete, or fails its check; `prepare_dataset` rebuilds it."""
+
+
+def cache_folder(root: Path, dataset: str) -> Path:
+    """Where the cache of `dataset` lives under the data root."""
+    return Path(root) / dataset
+
+
+def _array_fields(dataset: str) -> tuple[str, ...]:
+    fields = ("train_images", "train_labels", "test_images", "test_labels")
+    return fields + (("train_coarse_labels", "test_coarse_labels") if dataset == "cifar100" else ())
+
+
+def check_arrays(arrays: CifarArrays) -> str | None:
+    """What is wrong with `arrays` (shapes, dtypes, label ranges, names), or None if nothing."""
+    coarse = arrays.train_coarse_labels is not None
+    if coarse != (arrays.dataset == "cifar100") or coarse != (arrays.test_coarse_labels is not None) \
+            or coarse != (arrays.superclass_names is not None):
+        return "coarse labels and superclass names must be present for cifar100 only"
+    for split in ("train", "test"):
+        images = getattr(arrays, f"{split}_images")
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
+            return f"{split}_images is {images.dtype} {images.shape}, expected uint8 (N, 32, 32, 3)"
+        for kind, names in (("labels", arrays.class_names), ("coarse_labels", arrays.superclass_names)):
+            labels = getattr(arrays, f"{split}_{kind}")
+            if labels is None or names is None:
+                continue
+            if labels.dtype != np.int64 or labels.shape != (len(images),):
+                return f"{split}_{kind} is {labels.dtype} {labels.shape}, expected int64 ({len(images)},)"
+            if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
+                return f"{split}_{kind} holds values outside 0..{len(names) - 1}"
+    return None
+
+
+def write_cache(folder: Path, arrays: CifarArrays, *, source: str, archive_md5: str) -> dict[str, Any]:
+    """Write `arrays` and their manifest into `folder` (replacing any cache there); return the manifest."""
+    problem = check_arrays(arrays)
+    if problem is not None:
+        raise DataError(f"refusing to write the {arrays.dataset} cache: {problem}")
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / MANIFEST_NAME).unlink(missing_ok=True)
+        files = {}
+        for field in _array_fields(arrays.dataset):
+            path = folder / f"{field}.npy"
+            array = getattr(arrays, field)
+            _atomic_write(path, lambda handle, array=array: np.save(handle, array, allow_pickle=False))
+            files[path.name] = {"shape": list(array.shape), "dtype": str(array.dtype),
+                                "bytes": path.stat().st_size, "sha256": file_sha256(path)}
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "dataset": arrays.dataset,
+            "source": source,
+            "archive_md5": archive_md5,
+            "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "counts": {"train": len(arrays.train_images), "test": len(arrays.test_images)},
+            "class_names": list(arrays.class_names),
+            "superclass_names": list(arrays.superclass_names) if arrays.superclass_names is not None else None,
+            "files": files,
+        }
+        text = json.dumps(manifest, indent=2) + "\n"
+        _atomic_write(folder / MANIFEST_NAME, lambda handle: handle.write(text.encode("utf-8")))
+    except OSError as exc:
+        raise DataError(f"cannot write the cache in {folder}: {exc.strerror or exc}",
+                        hint="free some disk space or set data.root elsewhere") from exc
+    return manifest
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The parsed manifest of the cache in `folder`; CacheError if missing, unreadable or of another format."""
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        raise CacheError(f"no cache at {folder} (missing {MANIFEST_NAME})", hint="run `cifar download`")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CacheError(f"unreadable cache manifest {path}: {exc}", hint="run `cifar download --force`") from exc
+    if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+        raise CacheError(f"{path}: cache format {manifest.get('format_version') if isinstance(manifest, dict) else '?'}"
+                         f" is not the current format {FORMAT_VERSION}", hint="run `cifar download` to rebuild it")
+    return manifest
+
+
+def read_cache(folder: Path, dataset: str, *, verify_checksums: bool = False) -> CifarArrays:
+    """Memory-map the cache of `dataset` in `folder` after checking it against its manifest.
+
+    The cheap check (always) compares each file's size, shape and dtype and the label ranges;
+    `verify_checksums` also compares every file's sha256. Raises CacheError when anything is off.
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    try:
+        if manifest["dataset"] != dataset:
+            raise CacheError(f"{folder} holds {manifest['dataset']!r}, not {dataset!r}")
+        loaded = {field: _load_array(folder, field, manifest["files"], verify_checksums)
+                  for field in _array_fields(dataset)}
+        arrays = CifarArrays(
+            dataset=dataset, **{f: loaded.get(f) for f in _array_fields("cifar100")},
+            class_names=[str(n) for n in manifest["class_names"]],
+            superclass_names=None if manifest["superclass_names"] is None else [str(n) for n in manifest["superclass_names"]],
+        )
+        counts = (len(arrays.train_images), len(arrays.test_images))
+        if counts != (manifest["counts"]["train"], manifest["counts"]["test"]):
+            raise CacheError(f"{folder}: image counts {counts} differ from the manifest's {manifest['counts']}")
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise CacheError(f"{folder / MANIFEST_NAME} is incomplete ({type(exc).__name__}: {exc})") from exc
+    problem = check_arrays(arrays)
+    if problem is not None:
+        raise CacheError(f"cache {folder} fails its check: {problem}")
+    return arrays
+
+
+def _load_array(folder: Path, field: str, files: dict[str, Any], verify_checksum: bool) -> np.ndarray:
+    name = f"{field}.npy"
+    entry, path = files[name], folder / name
+    if not path.is_file() or path.stat().st_size != entry["bytes"]:
+        raise CacheError(f"cache file {path} is missing or has the wrong size")
+    if verify_checksum and file_sha256(path) != entry["sha256"]:
+        raise CacheError(f"cache file {path} fails its sha256 check")
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CacheError(f"cache file {path} is unreadable: {exc}") from exc
+    if list(array.shape) != list(entry["shape"]) or str(array.dtype) != entry["dtype"]:
+        raise CacheError(f"cache file {path} is {array.dtype} {array.shape}, the manifest says {entry['dtype']} {entry['shape']}")
+    return array
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of the file at `path`, lower-case hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    """Run write(handle) on a temporary file beside `path`, sync it, then rename it over `path`."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -1,0 +1,334 @@
+"""Fetch an archive from a URL or a local path: resumable, retried, md5-verified, atomic.
+
+The bytes go to `<destination>.part`; only a file whose md5 checks out is renamed to
+`<destination>`, so a killed or corrupted download never leaves a file that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from cifarcli.errors import DataError, UsageError
+
+CHUNK_BYTES = 1 << 16
+USER_AGENT = "cifarcli (+https://www.cs.toronto.edu/~kriz/cifar.html)"
+PLAIN_REPORT_EVERY_S = 5.0      # plain progress: a line at least this often ...
+PLAIN_REPORT_EVERY_PERCENT = 10  # ... and at every such step of the total
+REMOTE_SCHEMES = ("http", "https", "ftp")
+RETRYABLE_HTTP_CODES = (408, 425, 429)  # plus every 5xx
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """A verified archive now at `path`."""
+
+    path: Path
+    md5: str          # md5 of the bytes at `path`, lower-case hex
+    size_bytes: int
+    source: str       # the normalised URL or absolute path it came from
+    downloaded: bool  # True for http(s)/ftp, False for a local copy
+
+
+class TransferProgress:
+    """Progress of one transfer on stderr: a rich bar on a terminal, plain lines otherwise."""
+
+    def __init__(self, label: str, *, enabled: bool = True, stream: TextIO | None = None) -> None:
+        self.label = label
+        self.enabled = enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.total_bytes: int | None = None
+        self.done_bytes = 0
+        self._bar: Progress | None = None
+        self._task: int | None = None
+        self._started_at = self._last_line_at = time.monotonic()
+        self._start_bytes = 0
+        self._next_percent = PLAIN_REPORT_EVERY_PERCENT
+
+    def start(self, total_bytes: int | None, done_bytes: int = 0) -> None:
+        """Begin showing a transfer of `total_bytes` (None if unknown), `done_bytes` already present."""
+        self.total_bytes, self.done_bytes, self._start_bytes = total_bytes, done_bytes, done_bytes
+        self._started_at = self._last_line_at = time.monotonic()
+        if not self.enabled:
+            return
+        if self.stream.isatty():
+            self._bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                TimeRemainingColumn(), console=Console(file=self.stream),
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=total_bytes, completed=done_bytes)
+        else:
+            if total_bytes:
+                self._next_percent = (done_bytes * 100 // total_bytes // PLAIN_REPORT_EVERY_PERCENT + 1) * PLAIN_REPORT_EVERY_PERCENT
+            resumed = f", resuming at {done_bytes / 1e6:.1f} MB" if done_bytes else ""
+            size = f"{total_bytes / 1e6:.1f} MB" if total_bytes else "size unknown"
+            self._print(f"{self.label}: {size}{resumed}")
+
+    def advance(self, n_bytes: int) -> None:
+        self.done_bytes += n_bytes
+        if not self.enabled:
+            return
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, completed=self.done_bytes)
+            return
+        now = time.monotonic()
+        percent = self.done_bytes * 100 / self.total_bytes if self.total_bytes else None
+        if (percent is not None and percent >= self._next_percent) or now - self._last_line_at >= PLAIN_REPORT_EVERY_S:
+            self._print(self._plain_line(now, percent))
+            self._last_line_at = now
+            if percent is not None:
+                self._next_percent = (int(percent) // PLAIN_REPORT_EVERY_PERCENT + 1) * PLAIN_REPORT_EVERY_PERCENT
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+    def _plain_line(self, now: float, percent: float | None) -> str:
+        elapsed_s = max(now - self._started_at, 1e-6)
+        speed_bytes_per_s = (self.done_bytes - self._start_bytes) / elapsed_s
+        line = f"{self.label}: {self.done_bytes / 1e6:.1f} MB"
+        if percent is not None and self.total_bytes:
+            line = f"{self.label}: {percent:3.0f}% ({self.done_bytes / 1e6:.1f} of {self.total_bytes / 1e6:.1f} MB"
+            left_s = (self.total_bytes - self.done_bytes) / speed_bytes_per_s if speed_bytes_per_s > 0 else float("inf")
+            return line + f", {speed_bytes_per_s / 1e6:.1f} MB/s, {left_s:.0f} s left)"
+        return line + f" ({speed_bytes_per_s / 1e6:.1f} MB/s)"
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.stream, flush=True)
+
+    def __enter__(self) -> "TransferProgress":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _RetryableError(Exception):
+    """One attempt failed in a way another attempt may fix."""
+
+
+def fetch_archive(
+    source: str,
+    destination: Path,
+    *,
+    expected_md5: str | None,
+    timeout_s: float,
+    retries: int,
+    backoff_base_s: float = 1.0,
+    progress: bool = True,
+    md5_origin: str = "",
+) -> FetchResult:
+    """Copy or download `source` to `destination`, verifying `expected_md5` (None: no check).
+
+    `md5_origin` says where the expected md5 comes from, for the mismatch message.
+    Remote sources are retried `retries` times, waiting backoff_base_s * 2**attempt between
+    attempts, and resume a partial `.part` file with an HTTP Range request.
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    part = partial_path(destination)
+    local = local_source_path(source)
+    if local is None:
+        _download(source, part, timeout_s, retries, backoff_base_s, progress)
+    else:
+        _copy_local(local, part, progress)
+    md5 = _verify_and_publish(part, destination, expected_md5, normalize_source(source), md5_origin)
+    return FetchResult(destination, md5, destination.stat().st_size, normalize_source(source), local is None)
+
+
+def partial_path(destination: Path) -> Path:
+    """Where the bytes of `destination` are written until they are verified."""
+    return destination.with_name(destination.name + ".part")
+
+
+def local_source_path(source: str) -> Path | None:
+    """The local file `source` names (a path or file:// URL), or None for a remote URL."""
+    parsed = urllib.parse.urlsplit(source)
+    scheme = parsed.scheme.lower()
+    if scheme in REMOTE_SCHEMES:
+        return None
+    if scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise UsageError(f"source {source!r}: file:// URLs must name a local file (host {parsed.netloc!r} given)")
+        return Path(urllib.request.url2pathname(parsed.path))
+    if scheme and len(scheme) > 1:  # one letter is a Windows drive, not a scheme
+        raise UsageError(
+            f"source {source!r}: unsupported URL scheme {scheme!r}",
+            hint="use an http(s):// or ftp:// mirror, a file:// URL or a plain path to the archive",
+        )
+    return Path(source).expanduser()
+
+
+def normalize_source(source: str) -> str:
+    """A stable description of `source`: the URL as given, or the absolute path of a local file."""
+    local = local_source_path(source)
+    return source if local is None else str(local.resolve())
+
+
+def file_md5(path: Path) -> str:
+    """The md5 of the file at `path`, lower-case hex."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def retry_delay_s(attempt: int, backoff_base_s: float) -> float:
+    """Seconds to wait after failed attempt number `attempt` (0-based): exponential back-off."""
+    return backoff_base_s * 2**attempt
+
+
+def _copy_local(path: Path, part: Path, progress: bool) -> None:
+    if not path.is_file():
+        raise UsageError(
+            f"source archive not found: {path}",
+            hint="check the path given to --source (data.source), or leave it out to download the official archive",
+        )
+    try:
+        with open(path, "rb") as source, _open_part(part, "wb") as out, TransferProgress(
+            f"copying {path.name}", enabled=progress
+        ) as bar:
+            bar.start(path.stat().st_size)
+            while chunk := source.read(CHUNK_BYTES):
+                _write_chunk(out, chunk, part)
+                bar.advance(len(chunk))
+            _sync(out, part)
+    except OSError as exc:
+        raise DataError(f"cannot read source archive {path}: {exc.strerror or exc}") from exc
+
+
+def _download(url: str, part: Path, timeout_s: float, retries: int, backoff_base_s: float, progress: bool) -> None:
+    attempts = retries + 1
+    for attempt in range(attempts):
+        try:
+            _download_once(url, part, timeout_s, progress)
+            return
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 and exc.code not in RETRYABLE_HTTP_CODES:
+                raise DataError(
+                    f"{url}: the server answered HTTP {exc.code} {exc.reason}",
+                    hint="check the address, or fetch the archive another way and pass --source PATH",
+                ) from exc
+            reason = f"HTTP {exc.code} {exc.reason}"
+        except (_RetryableError, urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+            reason = _describe_failure(exc)
+        if attempt + 1 < attempts:
+            delay_s = retry_delay_s(attempt, backoff_base_s)
+            if progress:
+                print(f"download of {url} failed ({reason}); retrying in {delay_s:.1f} s "
+                      f"(attempt {attempt + 2} of {attempts})", file=sys.stderr, flush=True)
+            time.sleep(delay_s)
+    raise DataError(
+        f"could not download {url} after {attempts} attempt(s): {reason}",
+        hint="check the network connection, or download the archive another way and pass --source PATH",
+    )
+
+
+def _download_once(url: str, part: Path, timeout_s: float, progress: bool) -> None:
+    offset = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": USER_AGENT}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout_s)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and offset:  # the part file is not a prefix the server can continue
+            part.unlink(missing_ok=True)
+            raise _RetryableError("the server refused to resume; starting over") from exc
+        raise
+    with response:
+        start = _resume_start(response, offset, part)
+        length = response.headers.get("Content-Length")
+        total = start + int(length) if length is not None and length.isdigit() else None
+        with _open_part(part, "ab" if start else "wb") as out, TransferProgress(
+            f"downloading {url.rsplit('/', 1)[-1]}", enabled=progress
+        ) as bar:
+            bar.start(total, start)
+            while chunk := response.read(CHUNK_BYTES):
+                _write_chunk(out, chunk, part)
+                bar.advance(len(chunk))
+            _sync(out, part)
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise _RetryableError(f"connection closed after {size} of {total} bytes")
+
+
+def _resume_start(response: http.client.HTTPResponse, offset: int, part: Path) -> int:
+    """Byte offset the response body starts at: `offset` for a matching 206, else 0 (start over)."""
+    if response.status != 206:
+        return 0
+    content_range = response.headers.get("Content-Range", "")
+    if offset and content_range.startswith(f"bytes {offset}-"):
+        return offset
+    part.unlink(missing_ok=True)
+    raise _RetryableError(f"the server resumed at the wrong place ({content_range or 'no Content-Range'})")
+
+
+def _verify_and_publish(part: Path, destination: Path, expected_md5: str | None, source: str, md5_origin: str) -> str:
+    actual = file_md5(part)
+    if expected_md5 is not None and actual != expected_md5.lower():
+        part.unlink(missing_ok=True)
+        raise DataError(
+            f"archive from {source} failed its checksum: md5 {actual}, expected {expected_md5.lower()}"
+            + (f" ({md5_origin})" if md5_origin else ""),
+            hint=f"if you trust this file, pass --md5 {actual} (data.md5); or skip the check with --no-verify (data.verify=false)",
+        )
+    os.replace(part, destination)
+    _sync_folder(destination.parent)
+    return actual
+
+
+def _describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc.reason, str):
+        exc = exc.reason if isinstance(exc.reason, BaseException) else exc
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _open_part(part: Path, mode: str) -> BinaryIO:
+    try:
+        return open(part, mode)  # noqa: SIM115 - closed by the caller's `with`
+    except OSError as exc:
+        raise DataError(f"cannot write {part}: {exc.strerror or exc}", hint="check data.root is writable") from exc
+
+
+def _write_chunk(out: BinaryIO, chunk: bytes, part: Path) -> None:
+    try:
+        out.write(chunk)
+    except OSError as exc:
+        raise DataError(f"cannot write {part}: {exc.strerror or exc}", hint="free some disk space or set data.root elsewhere") from exc
+
+
+def _sync(out: BinaryIO, part: Path) -> None:
+    try:
+        out.flush()
+        os.fsync(out.fileno())
+    except OSError as exc:
+        raise DataError(f"cannot write {part}: {exc.strerror or exc}", hint="free some disk space or set data.root elsewhere") from exc
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename durable (POSIX); folders cannot be opened for syncing on Windows."""
+    if os.name != "posix":
+        return
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)

@@ -1,0 +1,197 @@
+"""Make a data set ready: fetch and verify the archive, convert it once into the cache, load it.
+
+`load_dataset` is what training and evaluation call; `prepare_dataset` is `cifar download`.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cifarcli.config import DataConfig
+from cifarcli.data.archive import SafeTarReader
+from cifarcli.data.cache import CacheError, CifarArrays, cache_folder, read_cache, read_manifest, write_cache
+from cifarcli.data.fetch import fetch_archive, file_md5, normalize_source
+from cifarcli.data.safe_pickle import load_batch
+from cifarcli.data.sources import DatasetSource, get_source
+from cifarcli.errors import DataError
+
+DOWNLOAD_BACKOFF_BASE_S = 1.0  # first wait between download attempts; doubles each time
+
+ALREADY_PRESENT = "already present and verified"
+DOWNLOADED = "downloaded and converted"
+COPIED = "copied from the source archive and converted"
+CONVERTED = "converted from the archive already on disk"
+REBUILT = "cache failed its check and was rebuilt"
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """What `prepare_dataset` did and where the data now is."""
+
+    dataset: str
+    action: str          # one of ALREADY_PRESENT, DOWNLOADED, COPIED, CONVERTED, REBUILT
+    cache_dir: Path
+    archive_path: Path   # where the verified archive is (or was, if since removed by the user)
+    source: str          # URL or absolute path the archive came from
+    archive_md5: str
+    train_count: int
+    test_count: int
+
+
+def prepare_dataset(cfg: DataConfig, *, force: bool = False, progress: bool = True) -> PrepareResult:
+    """Ensure a verified cache of `cfg.dataset` under `cfg.root`, downloading and converting as needed.
+
+    An existing cache whose every file matches its manifest's sha256 is kept, unless `force`
+    or the config asks for another source or md5 than it was built from; a cache that fails
+    its check is rebuilt, never trusted. `force` also fetches the archive again.
+    """
+    source = get_source(cfg.dataset)
+    folder = cache_folder(cfg.root, cfg.dataset)
+    broken = False
+    if not force:
+        try:
+            arrays = read_cache(folder, cfg.dataset, verify_checksums=True)
+            manifest = read_manifest(folder)
+            if _cache_matches_request(manifest, cfg):
+                return _result(cfg.dataset, ALREADY_PRESENT, folder, Path(cfg.root) / source.archive_name,
+                               manifest, arrays)
+        except CacheError as exc:
+            broken = folder.is_dir() and any(folder.iterdir())
+            if broken:
+                _say(progress, f"the cache at {folder} failed its check ({exc.message}); rebuilding it")
+    archive_path, archive_md5, origin, how = _obtain_archive(cfg, source, force=force, progress=progress)
+    _say(progress, f"converting {archive_path} into {folder}")
+    write_cache(folder, read_cifar_archive(archive_path, source), source=origin, archive_md5=archive_md5)
+    arrays = read_cache(folder, cfg.dataset)
+    return _result(cfg.dataset, REBUILT if broken else how, folder, archive_path, read_manifest(folder), arrays)
+
+
+def load_dataset(cfg: DataConfig, *, progress: bool = True) -> CifarArrays:
+    """The memory-mapped arrays of `cfg.dataset`, preparing the cache first if it is missing or fails its cheap check."""
+    folder = cache_folder(cfg.root, cfg.dataset)
+    try:
+        arrays = read_cache(folder, cfg.dataset)
+        if _cache_matches_request(read_manifest(folder), cfg):
+            return arrays
+    except CacheError:
+        pass
+    prepare_dataset(cfg, progress=progress)
+    return read_cache(folder, cfg.dataset)
+
+
+def _cache_matches_request(manifest: dict[str, Any], cfg: DataConfig) -> bool:
+    """False when the config names a source or md5 other than the one the cache was built from."""
+    if cfg.md5 is not None and manifest.get("archive_md5") != cfg.md5.lower():
+        return False
+    return cfg.source is None or manifest.get("source") == normalize_source(cfg.source)
+
+
+def _obtain_archive(cfg: DataConfig, source: DatasetSource, *, force: bool, progress: bool) -> tuple[Path, str, str, str]:
+    """(archive path, its md5, where it came from, action) for a verified archive in the data root."""
+    archive_path = Path(cfg.root) / source.archive_name
+    expected_md5 = (cfg.md5 or source.md5).lower() if cfg.verify else None
+    wanted = cfg.source or source.url
+    if not force and archive_path.is_file():
+        on_disk_md5 = file_md5(archive_path)
+        if on_disk_md5 == expected_md5:
+            return archive_path, on_disk_md5, normalize_source(wanted), CONVERTED
+        if expected_md5 is None and cfg.source is None:
+            return archive_path, on_disk_md5, str(archive_path.resolve()), CONVERTED
+    fetched = fetch_archive(
+        wanted, archive_path, expected_md5=expected_md5, timeout_s=cfg.download_timeout_s,
+        retries=cfg.download_retries, backoff_base_s=DOWNLOAD_BACKOFF_BASE_S, progress=progress,
+        md5_origin="your --md5 / data.md5" if cfg.md5 else f"the official md5 of {source.archive_name}",
+    )
+    return fetched.path, fetched.md5, fetched.source, DOWNLOADED if fetched.downloaded else COPIED
+
+
+def read_cifar_archive(archive: Path, source: DatasetSource) -> CifarArrays:
+    """Read a CIFAR archive in the official layout into in-memory arrays (images HWC uint8)."""
+    with SafeTarReader(archive) as tar:
+        meta = _load_member(tar, source, source.meta_file)
+        class_names = _names(meta, source.class_names_key, source.num_classes, source.member(source.meta_file))
+        superclass_names = None
+        if source.superclass_names_key is not None and source.num_superclasses is not None:
+            superclass_names = _names(meta, source.superclass_names_key, source.num_superclasses,
+                                      source.member(source.meta_file))
+        train = _read_split(tar, source, source.train_files)
+        test = _read_split(tar, source, source.test_files)
+    coarse = source.coarse_label_key is not None
+    return CifarArrays(
+        dataset=source.name, train_images=train["images"], train_labels=train["labels"],
+        test_images=test["images"], test_labels=test["labels"],
+        train_coarse_labels=train["coarse"] if coarse else None, test_coarse_labels=test["coarse"] if coarse else None,
+        class_names=class_names, superclass_names=superclass_names,
+    )
+
+
+def _read_split(tar: SafeTarReader, source: DatasetSource, files: tuple[str, ...]) -> dict[str, np.ndarray]:
+    images, labels, coarse = [], [], []
+    for file_name in files:
+        batch = _load_member(tar, source, file_name)
+        where = source.member(file_name)
+        data = batch.get(b"data")
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            found = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+            raise DataError(f"{where}: b'data' must be a uint8 array of shape (N, 3072), found {found}")
+        # Each row is the red plane, then green, then blue, each 32x32 row-major: CHW -> HWC.
+        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(_labels(batch, source.label_key, len(data), source.num_classes, where))
+        if source.coarse_label_key is not None and source.num_superclasses is not None:
+            coarse.append(_labels(batch, source.coarse_label_key, len(data), source.num_superclasses, where))
+    return {
+        "images": np.ascontiguousarray(np.concatenate(images)),
+        "labels": np.concatenate(labels),
+        "coarse": np.concatenate(coarse) if coarse else np.empty(0, np.int64),
+    }
+
+
+def _load_member(tar: SafeTarReader, source: DatasetSource, file_name: str) -> dict[bytes, Any]:
+    name = source.member(file_name)
+    with tar.open_member(name) as stream:
+        return load_batch(stream, f"{tar.archive}:{name}")
+
+
+def _labels(batch: dict[bytes, Any], key: bytes, count: int, num_classes: int, where: str) -> np.ndarray:
+    raw = batch.get(key)
+    if not isinstance(raw, (list, np.ndarray)):
+        raise DataError(f"{where}: missing label list {key!r}")
+    try:
+        labels = np.asarray(raw)
+    except ValueError as exc:
+        raise DataError(f"{where}: {key!r} is not a list of integers") from exc
+    if labels.shape != (count,) or (count and labels.dtype.kind not in "iu"):
+        raise DataError(f"{where}: {key!r} must hold {count} integer labels, found {labels.dtype} {labels.shape}")
+    labels = labels.astype(np.int64)
+    if count and (labels.min() < 0 or labels.max() >= num_classes):
+        raise DataError(f"{where}: {key!r} holds labels outside 0..{num_classes - 1}")
+    return labels
+
+
+def _names(meta: dict[bytes, Any], key: bytes, expected_count: int, where: str) -> list[str]:
+    raw = meta.get(key)
+    if not isinstance(raw, list) or not all(isinstance(n, (bytes, str)) for n in raw):
+        raise DataError(f"{where}: missing the list of names {key!r}")
+    if len(raw) != expected_count:
+        raise DataError(f"{where}: {key!r} lists {len(raw)} names, expected {expected_count}",
+                        hint="is it the archive of the chosen data set? check --dataset")
+    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in raw]
+
+
+def _result(dataset: str, action: str, folder: Path, archive: Path, manifest: dict[str, Any],
+            arrays: CifarArrays) -> PrepareResult:
+    return PrepareResult(
+        dataset=dataset, action=action, cache_dir=folder, archive_path=archive,
+        source=str(manifest.get("source", "")), archive_md5=str(manifest.get("archive_md5", "")),
+        train_count=len(arrays.train_images), test_count=len(arrays.test_images),
+    )
+
+
+def _say(enabled: bool, line: str) -> None:
+    if enabled:
+        print(line, file=sys.stderr, flush=True)
