@@ -69,15 +69,23 @@ def root(
 
 
 def register(name: str, command: Callable[..., Any]) -> None:
-    """Add a command; its docstring's first line is the summary shown by `cifar --help`."""
-    app.command(name)(friendly_errors(command))
+    """Add a command; `cifar --help` shows its docstring's first line and its `Example:` line."""
+    lines = [line.strip() for line in (command.__doc__ or "").strip().splitlines()]
+    example = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Example:")), "")
+    summary = lines[0] if lines else name
+    app.command(name, short_help=f"{summary}  Example: {example}" if example else summary)(friendly_errors(command))
 
 
 def _register_all() -> None:
     # Imported here so `cifar --version` stays fast; each module owns one subcommand.
-    from cifarcli.commands import download
+    from cifarcli.commands import download, evaluate, lr_find, report, train, visualize_filters
 
     register("download", download.download)
+    register("train", train.train)
+    register("evaluate", evaluate.evaluate)
+    register("lr-find", lr_find.lr_find)
+    register("report", report.report)
+    register("visualize-filters", visualize_filters.visualize_filters)
 
 
 _register_all()

@@ -1,0 +1,247 @@
+"""Composition shared by the commands: config slices in, data, model and training state out.
+
+This is the only place where data, models and engine meet (STYLE: peers do not import each
+other); each command calls a few of these functions and stays a screen long.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ContextManager, Iterator, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from cifarcli import runs
+from cifarcli.config import ExperimentConfig, validate_config
+from cifarcli.data.augment import augment_preview
+from cifarcli.data.cache import CifarArrays
+from cifarcli.data.loader import DeviceLoader
+from cifarcli.data.prepare import load_dataset
+from cifarcli.data.split import stratified_split
+from cifarcli.data.stats import dataset_stats
+from cifarcli.engine.checkpoint import load_checkpoint
+from cifarcli.engine.ema import ModelEMA
+from cifarcli.engine.loop import Predictions, StepSettings, TrainState, predict
+from cifarcli.engine.trainer import RunFiles
+from cifarcli.engine.optim import build_optimizer
+from cifarcli.engine.precision import autocast_context, describe_precision, make_grad_scaler, resolve_device
+from cifarcli.engine.reproducibility import configure_determinism, seed_everything
+from cifarcli.engine.schedules import build_scheduler
+from cifarcli.errors import CheckpointError, RunError
+from cifarcli.models import build_model, freeze_norm_stats, set_backbone_trainable
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """The labels a run trains on: fine or coarse, with their names and the superclass map."""
+
+    train: np.ndarray
+    test: np.ndarray
+    class_names: list[str]
+    fine_to_coarse: Optional[np.ndarray]  # CIFAR-100 fine labels only
+    superclass_names: Optional[list[str]]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def select_labels(arrays: CifarArrays, label_mode: str) -> LabelSet:
+    """Fine or coarse labels of the cached data set, per `data.label_mode`."""
+    if arrays.train_coarse_labels is None or arrays.superclass_names is None:
+        return LabelSet(np.array(arrays.train_labels), np.array(arrays.test_labels), list(arrays.class_names), None, None)
+    if label_mode == "coarse":
+        return LabelSet(
+            np.array(arrays.train_coarse_labels), np.array(arrays.test_coarse_labels), list(arrays.superclass_names), None, None
+        )
+    mapping = np.zeros(len(arrays.class_names), dtype=np.int64)
+    mapping[np.asarray(arrays.train_labels)] = np.asarray(arrays.train_coarse_labels)
+    return LabelSet(
+        np.array(arrays.train_labels), np.array(arrays.test_labels), list(arrays.class_names), mapping, list(arrays.superclass_names)
+    )
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    arrays: CifarArrays
+    labels: LabelSet
+    train_indices: np.ndarray
+    val_indices: np.ndarray
+    train: DeviceLoader
+    val: Optional[DeviceLoader]
+    test: DeviceLoader
+
+
+def build_data(cfg: ExperimentConfig, device: torch.device, progress: bool = True) -> DataBundle:
+    """Load (downloading if needed) the data set and build the train, validation and test loaders."""
+    arrays = load_dataset(cfg.data, progress=progress)
+    labels = select_labels(arrays, cfg.data.label_mode)
+    train_idx, val_idx = stratified_split(labels.train, cfg.data.val_fraction, cfg.data.split_seed)
+    mean, std = dataset_stats(cfg.data.dataset)
+    common = dict(num_classes=labels.num_classes, mean=mean, std=std, device=device, channels_last=use_channels_last(cfg, device))
+    images = np.asarray(arrays.train_images)
+    train = DeviceLoader(
+        images[train_idx], labels.train[train_idx], batch_size=cfg.data.batch_size, augment=cfg.augment,
+        shuffle=True, drop_last=cfg.data.drop_last, seed=cfg.train.seed, **common,
+    )  # fmt: skip
+    val = (
+        DeviceLoader(images[val_idx], labels.train[val_idx], batch_size=cfg.data.eval_batch_size, **common)
+        if len(val_idx)
+        else None
+    )
+    test = DeviceLoader(np.asarray(arrays.test_images), labels.test, batch_size=cfg.data.eval_batch_size, **common)
+    return DataBundle(arrays, labels, train_idx, val_idx, train, val, test)
+
+
+def use_channels_last(cfg: ExperimentConfig, device: torch.device) -> bool:
+    return cfg.train.channels_last and device.type == "cuda"
+
+
+def make_autocast(cfg: ExperimentConfig, device: torch.device) -> Callable[[], ContextManager[Any]]:
+    """A zero-argument factory of the run's autocast context."""
+    return functools.partial(autocast_context, device, cfg.train.amp, cfg.train.amp_on_cpu)
+
+
+def prepare_model(cfg: ExperimentConfig, num_classes: int, device: torch.device) -> nn.Module:
+    """Seed, build (loading pretrained weights if configured) and place the model."""
+    configure_determinism(cfg.train.deterministic)
+    seed_everything(cfg.train.seed)
+    model = build_model(cfg.model, num_classes).to(device)
+    if use_channels_last(cfg, device):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_train_state(cfg: ExperimentConfig, model: nn.Module, steps_per_epoch: int, device: torch.device) -> TrainState:
+    """Optimizer, per-step scheduler, grad scaler, EMA and (optionally) the compiled forward."""
+    optimizer = build_optimizer(model, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch, cfg.train.epochs)
+    forward = torch.compile(model) if cfg.train.compile else model
+    ema = ModelEMA(model, cfg.train.ema_decay) if cfg.train.ema_decay is not None else None
+    return TrainState(model=model, forward=forward, optimizer=optimizer, scheduler=scheduler,
+                      scaler=make_grad_scaler(device, cfg.train.amp), ema=ema)  # fmt: skip
+
+
+def step_settings(cfg: ExperimentConfig, device: torch.device) -> StepSettings:
+    return StepSettings(
+        label_smoothing=cfg.loss.label_smoothing,
+        l1_weight=cfg.loss.l1_weight,
+        grad_clip_norm=cfg.train.grad_clip_norm,
+        grad_clip_value=cfg.train.grad_clip_value,
+        skip_nonfinite=cfg.train.nonfinite_loss == "skip",
+        autocast=make_autocast(cfg, device),
+    )
+
+
+def backbone_freezer(freeze_epochs: int) -> Optional[Callable[[int, nn.Module], None]]:
+    """An epoch hook keeping all but the head frozen (and its norm statistics fixed) early on."""
+    if freeze_epochs <= 0:
+        return None
+
+    def before_epoch(epoch: int, model: nn.Module) -> None:
+        frozen = epoch < freeze_epochs
+        set_backbone_trainable(model, not frozen)
+        model.train()
+        if frozen:
+            freeze_norm_stats(model)
+
+    return before_epoch
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A trained model rebuilt from its checkpoint, with the config it was trained with."""
+
+    cfg: ExperimentConfig
+    model: nn.Module
+    checkpoint: dict[str, Any]
+    device: torch.device
+
+
+def saved_config(checkpoint: dict[str, Any], path: Path) -> ExperimentConfig:
+    try:
+        return validate_config(checkpoint["config"])
+    except Exception as exc:  # a config this version no longer accepts
+        raise CheckpointError(f"{path} holds a config this cifar cannot read: {exc}") from exc
+
+
+def load_trained_model(
+    path: Path, cfg: ExperimentConfig, device: torch.device, use_ema: bool = False, checkpoint: dict[str, Any] | None = None
+) -> LoadedRun:
+    """Rebuild the model of a checkpoint (weights only) for evaluation or visualisation."""
+    checkpoint = checkpoint if checkpoint is not None else load_checkpoint(path)
+    num_classes = int(checkpoint["num_classes"])
+    model = build_model(cfg.model.model_copy(update={"pretrained": None}), num_classes).to(device)
+    weights = checkpoint["ema"]["module"] if use_ema and checkpoint.get("ema") else checkpoint["model"]
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise CheckpointError(
+            f"{path} does not match model {cfg.model.name} with {num_classes} classes ({first})",
+            hint="evaluate it with the config it was trained with (its run folder's config.yaml)",
+        ) from exc
+    model.eval()
+    return LoadedRun(cfg=cfg, model=model, checkpoint=checkpoint, device=device)
+
+
+def run_predictions(run: LoadedRun, loader: DeviceLoader, tta_flip: bool) -> Predictions:
+    return predict(run.model, loader, make_autocast(run.cfg, run.device), tta_flip=tta_flip)
+
+
+def device_for(cfg: ExperimentConfig) -> torch.device:
+    return resolve_device(cfg.data.device)
+
+
+
+def run_files(run_dir: Path) -> RunFiles:
+    """The paths the training loop writes inside `run_dir`."""
+    return RunFiles(
+        run_dir=run_dir,
+        last_checkpoint=runs.checkpoint_path(run_dir, runs.LAST_CHECKPOINT),
+        best_checkpoint=runs.checkpoint_path(run_dir, runs.BEST_CHECKPOINT),
+        metrics_csv=run_dir / runs.METRICS_FILE,
+    )
+
+
+def preview_augmented(cfg: ExperimentConfig, data: DataBundle, count: int) -> torch.Tensor:
+    """`count` training images as the augmentation pipeline sees them, floats in [0, 1], N x 3 x 32 x 32."""
+    images = np.asarray(data.arrays.train_images)[np.sort(data.train_indices[:count])]
+    return augment_preview(images, cfg.augment, cfg.train.seed)
+
+
+def run_info(cfg: ExperimentConfig, data: DataBundle, device: torch.device) -> dict[str, Any]:
+    """Facts about a run that its config alone does not give (saved as run_info.json)."""
+    return {
+        "dataset": data.arrays.dataset,
+        "label_mode": cfg.data.label_mode,
+        "num_classes": data.labels.num_classes,
+        "class_names": data.labels.class_names,
+        "train_images": int(len(data.train_indices)),
+        "val_images": int(len(data.val_indices)),
+        "test_images": int(len(data.labels.test)),
+        "steps_per_epoch": min(cfg.train.overfit_batches, len(data.train)) if cfg.train.overfit_batches else len(data.train),
+        "device": str(device),
+        "precision": describe_precision(device, cfg.train.amp, cfg.train.amp_on_cpu),
+        "torch": torch.__version__,
+    }
+
+
+@contextlib.contextmanager
+def out_of_memory_as_error(batch_size: int, field: str) -> Iterator[None]:
+    """Turn a CUDA out-of-memory error into a one-line RunError naming the batch size that failed."""
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as exc:
+        torch.cuda.empty_cache()
+        smaller = max(1, batch_size // 2)
+        raise RunError(
+            f"out of GPU memory with {field}={batch_size}",
+            hint=f"lower it (--set {field}={smaller}), use train.amp=bf16, or a smaller model; "
+            "checkpoints written so far are intact",
+        ) from exc

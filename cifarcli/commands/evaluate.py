@@ -1,0 +1,66 @@
+"""`cifar evaluate`: score a trained checkpoint and write what `cifar report` reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cifarcli import runs
+from cifarcli.commands import compose
+from cifarcli.commands.evaluation import evaluate_split, print_summary, write_evaluation
+from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_saved_config
+from cifarcli.commands.progress import make_console
+from cifarcli.engine.checkpoint import load_checkpoint
+from cifarcli.errors import UsageError
+
+
+def evaluate(
+    target: Annotated[Path, typer.Argument(help="A run folder (uses checkpoints/best.pt) or a checkpoint file.", show_default=False)],
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    print_config: PrintConfigOption = False,
+    ema: Annotated[bool, typer.Option("--ema", help="Score the EMA weights (runs trained with train.ema_decay).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the headline table.")] = False,
+) -> None:
+    """Score a trained model: loss, top-1/top-5, per-class precision/recall/F1, confusion matrix.
+
+    Example: cifar evaluate runs/20261121-093000-resnet9-cifar10 --set eval.tta_flip=true
+    """
+    path = runs.find_checkpoint(target)
+    checkpoint = load_checkpoint(path)
+    cfg = resolve_saved_config(compose.saved_config(checkpoint, path), config, overrides, print_config)
+    if ema and not checkpoint.get("ema"):
+        raise UsageError(f"{path} has no EMA weights", hint="train with --set train.ema_decay=0.999, or drop --ema")
+    device = compose.device_for(cfg)
+    data = compose.build_data(cfg, device, progress=not quiet)
+    run = compose.load_trained_model(path, cfg, device, use_ema=ema, checkpoint=checkpoint)
+    with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
+        summary, matrix, rows = evaluate_split(run, data, cfg.eval.split, cfg.eval.tta_flip)
+    summary.update({"checkpoint": str(path), "epoch": int(checkpoint["epoch"]), "ema": ema})
+    run_dir = runs.run_dir_of(path)
+    written = write_evaluation(run_dir, summary, matrix, rows, data.labels.class_names)
+    stdout = Console(highlight=False)
+    if not quiet and len(data.labels.class_names) <= 20:
+        stdout.print(_per_class_table(summary))
+    print_summary(stdout, summary, f"{cfg.eval.split} split, {path.name} (epoch {summary['epoch']})")
+    make_console(quiet).print(f"most confused: {_top_pairs(summary)}")
+    for file in written:
+        typer.echo(f"wrote {file}")
+
+
+def _per_class_table(summary: dict) -> Table:
+    table = Table(title="per class", title_justify="left")
+    for column in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for row in summary["per_class"]:
+        table.add_row(row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    return table
+
+
+def _top_pairs(summary: dict) -> str:
+    pairs = summary["most_confused"][:3]
+    return ", ".join(f"{p['true']} -> {p['predicted']} ({p['images']})" for p in pairs) or "none"

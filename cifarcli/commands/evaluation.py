@@ -1,0 +1,74 @@
+"""Scoring a trained checkpoint and writing what `cifar report` reads; used by train and evaluate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from cifarcli import fileio, runs
+from cifarcli.commands.compose import DataBundle, LoadedRun, run_predictions
+from cifarcli.commands.progress import metrics_table
+from cifarcli.errors import UsageError
+from cifarcli.metrics import evaluation_summary
+
+PREDICTION_COLUMNS = ["index", "true", "predicted", "confidence", "true_probability"]
+
+
+def evaluate_split(run: LoadedRun, data: DataBundle, split: str, tta_flip: bool) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Score `split` ("test" or "val"); returns the summary, confusion matrix and prediction rows.
+
+    Prediction rows index into the split: the test set, or the training set for "val".
+    """
+    if split == "val":
+        if data.val is None:
+            raise UsageError("eval.split is val but data.val_fraction is 0, so there is no validation split", hint="use --set eval.split=test")
+        loader, indices = data.val, data.val_indices
+    else:
+        loader, indices = data.test, np.arange(len(data.labels.test))
+    predictions = run_predictions(run, loader, tta_flip)
+    summary, matrix = evaluation_summary(
+        predictions.probabilities, predictions.targets, data.labels.class_names, predictions.loss,
+        data.labels.fine_to_coarse, data.labels.superclass_names,
+    )  # fmt: skip
+    predicted = predictions.predicted
+    rows = np.stack(
+        [
+            indices.astype(np.float64),
+            predictions.targets,
+            predicted,
+            predictions.probabilities[np.arange(len(predicted)), predicted],
+            predictions.probabilities[np.arange(len(predicted)), predictions.targets],
+        ],
+        axis=1,
+    )
+    summary.update({"split": split, "tta_flip": tta_flip, "dataset": data.arrays.dataset, "class_names": data.labels.class_names})
+    return summary, matrix, rows
+
+
+def write_evaluation(out_dir: Path, summary: dict, matrix: np.ndarray, rows: np.ndarray, class_names: list[str]) -> list[Path]:
+    """Write evaluation.json, confusion_matrix.csv and predictions.csv; return their paths."""
+    eval_path = out_dir / runs.EVALUATION_FILE
+    fileio.write_json(eval_path, summary)
+    cm_path = out_dir / runs.CONFUSION_FILE
+    fileio.write_csv(cm_path, ["true\\predicted", *class_names], ([name, *map(int, row)] for name, row in zip(class_names, matrix)))
+    pred_path = out_dir / runs.PREDICTIONS_FILE
+    fileio.write_csv(
+        pred_path, PREDICTION_COLUMNS,
+        ([int(r[0]), int(r[1]), int(r[2]), round(float(r[3]), 6), round(float(r[4]), 6)] for r in rows),
+    )  # fmt: skip
+    return [eval_path, cm_path, pred_path]
+
+
+def print_summary(console: Console, summary: dict, title: str) -> None:
+    rows = [
+        ("images", f"{summary['num_images']:,}"),
+        ("loss", f"{summary['loss']:.4f}"),
+        ("top-1 accuracy", f"{summary['top1']:.2%}"),
+        ("top-5 accuracy", f"{summary['top5']:.2%}"),
+        ("macro F1", f"{summary['macro_f1']:.4f}"),
+    ]
+    if "superclass" in summary:
+        rows.append(("superclass top-1", f"{summary['superclass']['top1']:.2%}"))
+    console.print(metrics_table(title, rows))

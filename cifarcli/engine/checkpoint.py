@@ -1,0 +1,91 @@
+"""Checkpoints: written atomically, read back with `weights_only=True` only.
+
+A checkpoint is a dict of tensors and plain values: model, optimizer, scheduler, scaler and EMA
+state, the epoch and step reached, RNG states, the best validation accuracy, the metrics
+history and the resolved config.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cifarcli.errors import CheckpointError, RunError
+from cifarcli.fileio import write_atomic
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "model", "epoch", "config")
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Serialise `state` and replace `path` atomically; the old file survives any failure."""
+    buffer = io.BytesIO()
+    torch.save({"format_version": FORMAT_VERSION, **state}, buffer)
+    _write(path, buffer.getvalue())
+
+
+def copy_checkpoint(source: Path, target: Path) -> None:
+    """Replace `target` atomically with a copy of `source` (e.g. last.pt -> best.pt)."""
+    _write(target, source.read_bytes())
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        write_atomic(path, data)
+    except OSError as exc:
+        raise RunError(
+            f"cannot write checkpoint {path}: {exc.strerror or exc}",
+            hint="free disk space or make the run folder writable; the previous checkpoint is intact",
+        ) from exc
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint safely (weights only) or raise CheckpointError naming the file and the fix."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}", hint="pass a run folder or a .pt file written by `cifar train`")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise CheckpointError(
+                f"refused to load {path}: it needs arbitrary code to unpickle, which may be unsafe",
+                hint="only load checkpoints written by `cifar train`; re-train or re-export the weights",
+            ) from exc
+        raise _damaged(path, exc) from exc
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
+        raise _damaged(path, exc) from exc
+    if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
+        raise CheckpointError(
+            f"{path} is not a cifar checkpoint (missing {', '.join(k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state)})",
+            hint="pass a checkpoint written by `cifar train`",
+        )
+    if state["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {state['format_version']}, this cifar reads {FORMAT_VERSION}")
+    return state
+
+
+def _damaged(path: Path, exc: BaseException) -> CheckpointError:
+    detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    return CheckpointError(
+        f"checkpoint {path} is damaged or truncated ({detail})",
+        hint="resume from the other checkpoint in the same folder (last.pt / best.pt) or re-run `cifar train`",
+    )
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The global torch RNG states (CPU and every CUDA device), as tensors."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

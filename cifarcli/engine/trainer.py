@@ -1,0 +1,236 @@
+"""The epoch loop: train, validate, write metrics and checkpoints, stop cleanly on a signal."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
+
+import torch
+from torch import nn
+
+from cifarcli.engine.checkpoint import capture_rng_state, copy_checkpoint, restore_rng_state, save_checkpoint
+from cifarcli.engine.loop import Batches, EpochStats, Predictions, StepSettings, TrainState, predict, train_one_epoch
+from cifarcli.errors import Interrupted
+from cifarcli.fileio import write_csv
+
+METRIC_COLUMNS = [
+    "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+    "ema_val_loss", "ema_val_accuracy", "lr", "seconds", "images_per_second",
+]  # fmt: skip
+
+
+class EpochLoader(Protocol):
+    def set_epoch(self, epoch: int) -> None: ...
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+    def __len__(self) -> int: ...
+
+
+class TrainCallbacks:
+    """Hooks the epoch loop calls; the display and the TensorBoard logger override what they need."""
+
+    def on_train_start(self, state: TrainState, epochs: int, steps_per_epoch: int) -> None: ...
+    def on_epoch_start(self, epoch: int, steps: int) -> None: ...
+    def on_step(self, step: int, loss: float, lr: float) -> None: ...
+    def on_epoch_end(self, row: dict[str, float], is_best: bool) -> None: ...
+    def on_train_end(self) -> None: ...
+
+
+class CallbackList(TrainCallbacks):
+    """Fan every hook out to several callbacks, in order."""
+
+    def __init__(self, callbacks: Iterable[TrainCallbacks]) -> None:
+        self.callbacks = list(callbacks)
+
+    def on_train_start(self, state: TrainState, epochs: int, steps_per_epoch: int) -> None:
+        for cb in self.callbacks:
+            cb.on_train_start(state, epochs, steps_per_epoch)
+
+    def on_epoch_start(self, epoch: int, steps: int) -> None:
+        for cb in self.callbacks:
+            cb.on_epoch_start(epoch, steps)
+
+    def on_step(self, step: int, loss: float, lr: float) -> None:
+        for cb in self.callbacks:
+            cb.on_step(step, loss, lr)
+
+    def on_epoch_end(self, row: dict[str, float], is_best: bool) -> None:
+        for cb in self.callbacks:
+            cb.on_epoch_end(row, is_best)
+
+    def on_train_end(self) -> None:
+        for cb in self.callbacks:
+            cb.on_train_end()
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    epochs: int
+    step: StepSettings
+    overfit_batches: int = 0
+    before_epoch: Optional[Callable[[int, nn.Module], None]] = None  # e.g. freeze the backbone early on
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """Where fit writes: the run folder (named in messages), checkpoints and the metrics table."""
+
+    run_dir: Path
+    last_checkpoint: Path
+    best_checkpoint: Path
+    metrics_csv: Path
+
+
+@dataclass(frozen=True)
+class FitResult:
+    last_checkpoint: Path
+    best_checkpoint: Path
+    history: list[dict[str, float]]
+
+
+def checkpoint_state(state: TrainState, extra: dict[str, Any]) -> dict[str, Any]:
+    """The dict saved in a checkpoint: full training state plus `extra` (config, class names)."""
+    return {
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "scaler": state.scaler.state_dict(),
+        "ema": state.ema.state_dict() if state.ema is not None else None,
+        "epoch": state.epoch,
+        "batch_in_epoch": state.batch_in_epoch,
+        "global_step": state.global_step,
+        "best_val_accuracy": state.best_val_accuracy,
+        "history": state.history,
+        "rng": capture_rng_state(),
+        **extra,
+    }
+
+
+def restore_train_state(state: TrainState, saved: dict[str, Any]) -> None:
+    """Put a checkpoint's model, optimizer, scheduler, scaler, EMA, counters and RNG into `state`."""
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    state.scaler.load_state_dict(saved["scaler"])
+    if state.ema is not None and saved.get("ema") is not None:
+        state.ema.load_state_dict(saved["ema"])
+    state.epoch = int(saved["epoch"])
+    state.batch_in_epoch = int(saved.get("batch_in_epoch", 0))
+    state.global_step = int(saved["global_step"])
+    state.best_val_accuracy = float(saved["best_val_accuracy"])
+    state.history = list(saved.get("history", []))
+    if "rng" in saved:
+        restore_rng_state(saved["rng"])
+
+
+class StopRequest:
+    """Turns SIGINT/SIGTERM into a flag checked between steps, so a run can save and stop cleanly."""
+
+    def __init__(self) -> None:
+        self.signal_name: Optional[str] = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signal_name is not None:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def __call__(self) -> bool:
+        return self.signal_name is not None
+
+
+def fit(
+    state: TrainState,
+    train_loader: EpochLoader,
+    val_loader: Optional[Batches],
+    settings: FitSettings,
+    files: RunFiles,
+    checkpoint_extra: dict[str, Any],
+    callbacks: TrainCallbacks = TrainCallbacks(),
+) -> FitResult:
+    """Train from `state.epoch` to `settings.epochs`, validating and checkpointing every epoch."""
+    last, best = files.last_checkpoint, files.best_checkpoint
+    fixed_batches = _take_batches(train_loader, settings.overfit_batches) if settings.overfit_batches else None
+    steps_per_epoch = len(fixed_batches) if fixed_batches is not None else len(train_loader)
+    callbacks.on_train_start(state, settings.epochs, steps_per_epoch)
+    with StopRequest() as stop:
+        for epoch in range(state.epoch, settings.epochs):
+            if settings.before_epoch is not None:
+                settings.before_epoch(epoch, state.model)
+            train_loader.set_epoch(epoch)
+            batches: Batches = fixed_batches if fixed_batches is not None else train_loader
+            if state.batch_in_epoch:
+                batches = itertools.islice(batches, state.batch_in_epoch, None)
+            callbacks.on_epoch_start(epoch, steps_per_epoch)
+            stats = train_one_epoch(state, batches, settings.step, callbacks.on_step, stop)
+            if stats.interrupted:
+                state.batch_in_epoch = stats.batches_done
+                save_checkpoint(last, checkpoint_state(state, checkpoint_extra))
+                callbacks.on_train_end()
+                raise Interrupted(
+                    f"stopped by {stop.signal_name} at epoch {epoch + 1}, step {stats.batches_done} of {steps_per_epoch}; "
+                    f"state saved to {last}",
+                    hint=f"continue with: cifar train --resume {files.run_dir}",
+                )
+            state.batch_in_epoch = 0
+            state.epoch = epoch + 1
+            row, is_best = _finish_epoch(state, stats, val_loader, settings)
+            write_csv(files.metrics_csv, METRIC_COLUMNS, ([r[c] for c in METRIC_COLUMNS] for r in state.history))
+            save_checkpoint(last, checkpoint_state(state, checkpoint_extra))
+            if is_best:
+                copy_checkpoint(last, best)
+            callbacks.on_epoch_end(row, is_best)
+    callbacks.on_train_end()
+    return FitResult(last_checkpoint=last, best_checkpoint=best if best.exists() else last, history=state.history)
+
+
+def _finish_epoch(
+    state: TrainState, stats: EpochStats, val_loader: Optional[Batches], settings: FitSettings
+) -> tuple[dict[str, float], bool]:
+    """Validate, record the epoch's row in the history, and say whether it is the best so far."""
+    autocast = settings.step.autocast
+    val = predict(state.forward, val_loader, autocast) if val_loader is not None else None
+    ema_val = predict(state.ema.module, val_loader, autocast) if (val_loader is not None and state.ema) else None
+    row = {
+        "epoch": state.epoch,
+        "train_loss": stats.loss,
+        "train_accuracy": stats.accuracy,
+        "val_loss": _or_nan(val, "loss"),
+        "val_accuracy": _or_nan(val, "accuracy"),
+        "ema_val_loss": _or_nan(ema_val, "loss"),
+        "ema_val_accuracy": _or_nan(ema_val, "accuracy"),
+        "lr": state.lr,
+        "seconds": stats.seconds,
+        "images_per_second": stats.images_per_second,
+    }
+    state.history.append(row)
+    # Without a validation split every epoch counts as the best: best.pt is then the last epoch.
+    score = row["val_accuracy"] if val is not None else float(state.epoch)
+    is_best = math.isfinite(score) and score > state.best_val_accuracy
+    if is_best:
+        state.best_val_accuracy = score
+    return row, is_best
+
+
+def _or_nan(predictions: Optional[Predictions], attribute: str) -> float:
+    return float(getattr(predictions, attribute)) if predictions is not None and len(predictions.targets) else math.nan
+
+
+def _take_batches(loader: EpochLoader, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first `count` batches of epoch 0, kept fixed for an overfitting sanity run."""
+    loader.set_epoch(0)
+    return list(itertools.islice(loader, count))

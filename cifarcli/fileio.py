@@ -1,0 +1,79 @@
+"""Durable file writes: a reader sees the old file or the new one, never a half-written one."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+from cifarcli.errors import UsageError
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write bytes to `path` so readers see the old file or the new one, never a half-written one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename inside `folder` durable (no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, payload: Any) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise UsageError(f"missing file: {path}") from exc
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}", hint="the file is damaged; re-create it with the command that wrote it") from exc
+
+
+def write_csv(path: Path, header: list[str], rows: Iterable[Iterable[Any]]) -> None:
+    """Write a whole CSV file atomically."""
+    lines = [",".join(header)]
+    lines += [",".join(_csv_cell(v) for v in row) for row in rows]
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def _csv_cell(value: Any) -> str:
+    if isinstance(value, float):
+        return repr(value)
+    text = str(value)
+    return f'"{text}"' if ("," in text or '"' in text) else text
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV file as dicts keyed by its header."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))

@@ -1,0 +1,1 @@
+"""Matplotlib figures: arrays in, file path out."""

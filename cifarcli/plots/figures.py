@@ -1,0 +1,28 @@
+"""Shared figure plumbing: a non-interactive backend and atomic PNG saving."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # never opens a window; works on headless machines
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+from cifarcli.fileio import write_atomic  # noqa: E402
+
+
+def new_figure(width_in: float, height_in: float, rows: int = 1, cols: int = 1):
+    """A figure and its axes, sized in inches."""
+    return plt.subplots(rows, cols, figsize=(width_in, height_in), constrained_layout=True)
+
+
+def save_figure(fig, path: Path, dpi: int = 120) -> Path:
+    """Render `fig` to PNG at `path` atomically, close it, and return the path."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    write_atomic(path, buffer.getvalue())
+    return path

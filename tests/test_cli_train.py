@@ -1,0 +1,132 @@
+"""`cifar train` and `cifar evaluate` end to end through the CLI on the tiny fixture archives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from cifarcli.cli import app
+from cifarcli.fileio import read_csv
+from run_fixtures import copy_run, train_smoke
+
+runner = CliRunner()
+
+
+def cli(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_train_writes_the_run_folder(smoke_run: Path) -> None:
+    for name in ["config.yaml", "run_info.json", "metrics.csv", "checkpoints/last.pt", "checkpoints/best.pt",
+                 "evaluation.json", "confusion_matrix.csv", "predictions.csv", "confusion_matrix.png"]:  # fmt: skip
+        assert (smoke_run / name).is_file(), name
+    rows = read_csv(smoke_run / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for row in rows:
+        assert 0.0 <= float(row["train_accuracy"]) <= 1.0 and np.isfinite(float(row["train_loss"]))
+        assert float(row["images_per_second"]) > 0
+    assert list((smoke_run / "tensorboard").glob("events.out.tfevents.*"))
+    config = yaml.safe_load((smoke_run / "config.yaml").read_text())
+    assert config["model"]["name"] == "simple_cnn" and config["train"]["epochs"] == 2
+    info = json.loads((smoke_run / "run_info.json").read_text())
+    assert (info["train_images"], info["val_images"], info["test_images"]) == (160, 40, 100)
+    assert info["steps_per_epoch"] == 5  # 160 images / batch 32
+
+
+def test_checkpoint_holds_the_full_training_state(smoke_run: Path) -> None:
+    state = torch.load(smoke_run / "checkpoints" / "last.pt", weights_only=True)
+    for key in ["model", "optimizer", "scheduler", "scaler", "ema", "epoch", "rng", "config", "history"]:
+        assert key in state, key
+    assert state["epoch"] == 2 and state["global_step"] == 10 and len(state["history"]) == 2
+
+
+def test_evaluation_is_consistent_with_its_confusion_matrix(smoke_run: Path) -> None:
+    summary = json.loads((smoke_run / "evaluation.json").read_text())
+    rows = read_csv(smoke_run / "confusion_matrix.csv")
+    matrix = np.array([[int(v) for k, v in row.items() if k != "true\\predicted"] for row in rows])
+    assert matrix.shape == (10, 10) and matrix.sum() == summary["num_images"] == 100
+    assert np.isclose(summary["top1"], np.trace(matrix) / matrix.sum())
+    assert [c["support"] for c in summary["per_class"]] == matrix.sum(axis=1).tolist()
+    predictions = read_csv(smoke_run / "predictions.csv")
+    assert len(predictions) == 100
+    assert np.isclose(np.mean([p["true"] == p["predicted"] for p in predictions]), summary["top1"])
+    assert all(0.0 <= float(p["confidence"]) <= 1.0 for p in predictions)
+
+
+def test_evaluate_rescores_with_settings(smoke_run: Path, tmp_path: Path) -> None:
+    run = copy_run(smoke_run, tmp_path)
+    before = json.loads((run / "evaluation.json").read_text())
+    result = cli("evaluate", str(run), "--set", "eval.tta_flip=true", "--set", "data.eval_batch_size=7")
+    assert result.exit_code == 0, result.output
+    after = json.loads((run / "evaluation.json").read_text())
+    assert after["tta_flip"] is True and after["num_images"] == before["num_images"] == 100
+    assert "top-1 accuracy" in result.output and "wrote" in result.output
+
+    result = cli("evaluate", str(run / "checkpoints" / "last.pt"), "--set", "eval.split=val")
+    assert result.exit_code == 0, result.output
+    val = json.loads((run / "evaluation.json").read_text())
+    assert val["split"] == "val" and val["num_images"] == 40
+
+
+def test_evaluate_refuses_to_change_what_was_trained(smoke_run: Path) -> None:
+    result = cli("evaluate", str(smoke_run), "--set", "model.name=resnet9")
+    assert result.exit_code == 2
+    assert "model.name" in result.output and "Traceback" not in result.output
+
+
+def test_evaluate_missing_run_folder(tmp_path: Path) -> None:
+    result = cli("evaluate", str(tmp_path / "nope"))
+    assert result.exit_code == 2
+    assert "no such run folder" in result.output
+
+
+def test_cifar100_evaluation_scores_superclasses(smoke_run_cifar100: Path) -> None:
+    summary = json.loads((smoke_run_cifar100 / "evaluation.json").read_text())
+    assert len(summary["per_class"]) == 100
+    coarse = np.array(summary["superclass"]["confusion_matrix"])
+    assert coarse.shape == (20, 20) and coarse.sum() == summary["num_images"]
+    assert summary["superclass"]["top1"] >= summary["top1"]  # a right fine class is a right superclass
+
+
+def test_overfit_one_batch_reaches_full_training_accuracy(cifar10_data_root: Path, tmp_path: Path) -> None:
+    run = train_smoke(
+        cifar10_data_root, tmp_path, "--set", "train.overfit_batches=1", "--set", "train.epochs=40",
+        "--set", "schedule.name=constant", "--set", "optim.lr=0.002", "--set", "run.tensorboard=false",
+    )  # fmt: skip
+    rows = read_csv(run / "metrics.csv")
+    assert len(rows) == 40
+    assert float(rows[-1]["train_accuracy"]) >= 0.99
+
+
+def test_bf16_autocast_on_cpu_trains(cifar10_data_root: Path, tmp_path: Path) -> None:
+    run = train_smoke(cifar10_data_root, tmp_path, "--set", "train.amp=bf16", "--set", "train.amp_on_cpu=true",
+                      "--set", "train.epochs=1", "--set", "run.tensorboard=false")  # fmt: skip
+    info = json.loads((run / "run_info.json").read_text())
+    assert "bf16" in info["precision"]
+    assert np.isfinite(float(read_csv(run / "metrics.csv")[0]["train_loss"]))
+
+
+def test_resume_refuses_extra_config(smoke_run: Path) -> None:
+    result = cli("train", "--resume", str(smoke_run), "--set", "optim.lr=1")
+    assert result.exit_code == 2 and "--resume" in result.output
+
+
+def test_resume_of_a_finished_run_changes_nothing(smoke_run: Path, tmp_path: Path) -> None:
+    run = copy_run(smoke_run, tmp_path)
+    before = (run / "metrics.csv").read_text()
+    result = cli("train", "--resume", str(run), "--quiet")
+    assert result.exit_code == 0, result.output
+    assert (run / "metrics.csv").read_text() == before
+
+
+@pytest.mark.parametrize("name", ["mlp", "resnet9"])
+def test_other_models_train_one_step(cifar10_data_root: Path, tmp_path: Path, name: str) -> None:
+    run = train_smoke(cifar10_data_root, tmp_path, "--set", f"model.name={name}", "--set", "train.epochs=1",
+                      "--set", "train.overfit_batches=1", "--set", "run.tensorboard=false")  # fmt: skip
+    assert json.loads((run / "evaluation.json").read_text())["num_images"] == 100

@@ -1,0 +1,160 @@
+"""The config loader: precedence, the shipped configs, and every bad input as one clean line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from cifarcli.cli import app
+from cifarcli.config import (
+    MODEL_NAMES,
+    ExperimentConfig,
+    builtin_config_names,
+    config_to_yaml,
+    config_with,
+    load_config,
+    parse_override,
+)
+from cifarcli.errors import ConfigError
+
+runner = CliRunner()
+
+
+def write(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def print_config(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["train", "--print-config", *args])
+    return result.exit_code, result.output
+
+
+def test_precedence_defaults_then_file_then_set(tmp_path: Path) -> None:
+    path = write(tmp_path, "optim:\n  lr: 0.02\n  momentum: 0.8\n")
+    code, out = print_config("-c", str(path), "--set", "optim.lr=0.5")
+    assert code == 0, out
+    resolved = yaml.safe_load(out)
+    assert resolved["optim"]["lr"] == 0.5  # --set beats the file
+    assert resolved["optim"]["momentum"] == 0.8  # the file beats the default
+    assert resolved["optim"]["name"] == "adam"  # untouched: the schema default
+    assert resolved["train"]["epochs"] == ExperimentConfig().train.epochs
+
+
+def test_default_config_is_the_seed_recipe() -> None:
+    cfg = load_config()
+    assert (cfg.model.name, cfg.optim.name, cfg.data.batch_size, cfg.train.epochs) == ("resnet9", "adam", 512, 24)
+    assert (cfg.schedule.name, cfg.schedule.peak_epoch) == ("onecycle", 5.0)
+    assert cfg.augment.crop.enabled and cfg.augment.flip.enabled and cfg.augment.cutout.size == 8
+
+
+def test_default_yaml_documents_every_field() -> None:
+    text = (Path(__file__).resolve().parents[1] / "configs" / "default.yaml").read_text()
+    tree = yaml.safe_load(text)
+
+    def leaves(node: dict, prefix: str = "") -> list[str]:
+        out = []
+        for key, value in node.items():
+            out += leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+        return out
+
+    assert sorted(leaves(tree)) == sorted(leaves(ExperimentConfig().model_dump(mode="json")))
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and not stripped.endswith(":"):
+            assert "#" in stripped, f"undocumented line: {line}"
+
+
+@pytest.mark.parametrize("name", ["default", "smoke", "cifar100-resnet34", "cifar100-resnet34-transfer",
+                                  "cifar10-resnet18", "cifar10-custom-resnet-l1", "cifar100-mlp", "cifar100-cnn"])  # fmt: skip
+def test_shipped_configs_validate(name: str) -> None:
+    assert name in builtin_config_names()
+    cfg = load_config(Path(name))
+    assert cfg.model.name in MODEL_NAMES
+
+
+def test_recipes_match_the_issue() -> None:
+    l1 = load_config(Path("cifar10-custom-resnet-l1"))
+    assert (l1.loss.l1_weight, l1.optim.name, l1.optim.momentum, l1.train.epochs) == (0.0005, "sgd", 0.9, 24)
+    r34 = load_config(Path("cifar100-resnet34"))
+    assert r34.optim.name == "sgd" and r34.optim.weight_decay > 0 and r34.loss.label_smoothing > 0
+    assert r34.augment.mix.mixup_alpha > 0 and r34.augment.mix.cutmix_alpha > 0
+    assert r34.schedule.name == "cosine_restarts" and r34.train.amp == "bf16" and r34.data.dataset == "cifar100"
+
+
+def test_config_round_trips_through_yaml(tmp_path: Path) -> None:
+    cfg = load_config(None, ["augment.mix.mixup_alpha=0.4", "schedule.milestones=[3, 6]"])
+    path = write(tmp_path, config_to_yaml(cfg))
+    assert load_config(path) == cfg
+
+
+def test_config_is_frozen() -> None:
+    cfg = load_config()
+    with pytest.raises(Exception):
+        cfg.optim.lr = 1.0  # type: ignore[misc]
+    changed = config_with(cfg, {"optim.lr": 1.0})
+    assert changed.optim.lr == 1.0 and cfg.optim.lr != 1.0
+
+
+def test_set_values_parse_as_yaml() -> None:
+    assert parse_override("schedule.milestones=[1, 2.5]") == (["schedule", "milestones"], [1, 2.5])
+    assert parse_override("model.pretrained=null") == (["model", "pretrained"], None)
+    assert parse_override("run.name=abc") == (["run", "name"], "abc")
+    assert parse_override("train.compile=true") == (["train", "compile"], True)
+
+
+BAD_CASES = [
+    # (file text or None, --set values, exit code, expected fragments of the message)
+    (None, ["optim.lr=-1"], 2, ["optim.lr", "greater than 0"]),
+    (None, ["optim.lrr=0.1"], 2, ["optim.lrr", "unknown key", "did you mean optim.lr"]),
+    (None, ["optim.name=adamm"], 2, ["optim.name", "adamm", "sgd, adam, adamw, rmsprop"]),
+    (None, ["model.name=resnet99"], 2, ["model.name", "resnet9", "resnet18"]),
+    (None, ["data.batch_size=lots"], 2, ["data.batch_size", "integer"]),
+    (None, ["augment.flip.probability=1.5"], 2, ["augment.flip.probability", "less than or equal to 1"]),
+    (None, ["optim.lr"], 2, ["--set", "KEY=VALUE"]),
+    (None, ["=3"], 2, ["--set", "KEY=VALUE"]),
+    (None, ["optim..lr=3"], 2, ["empty part"]),
+    (None, ["optim.lr.x=3"], 2, ["optim.lr", "not a section"]),
+    (None, ["schedule.milestones=[1, 2"], 2, ["schedule.milestones", "not valid YAML"]),
+    ("optim:\n  lr: [0.1\n", [], 2, ["exp.yaml:", "YAML syntax error"]),
+    ("optim:\n  lr: 0.1\n    momentum: 0.9\n", [], 2, ["exp.yaml:3", "YAML syntax error"]),
+    ("- 1\n- 2\n", [], 2, ["top level must be a mapping"]),
+    ("optimizer:\n  lr: 0.1\n", [], 2, ["optimizer", "unknown key", "did you mean optim"]),
+    ("train:\n  grad_clip_norm: 1\n  grad_clip_value: 1\n", [], 2, ["train", "not both"]),
+    ("lr_find:\n  start_lr: 1\n  end_lr: 0.1\n", [], 2, ["lr_find", "end_lr must be greater"]),
+    ("model:\n  name: mlp\n  pretrained: w.pth\n", [], 2, ["model.pretrained", "resnet18"]),
+    ("!!python/object/apply:os.system ['echo hacked']\n", [], 2, ["exp.yaml:1", "YAML tag refused"]),
+]
+
+
+@pytest.mark.parametrize("text, sets, code, fragments", BAD_CASES)
+def test_bad_config_is_one_clean_line(tmp_path: Path, text, sets, code, fragments) -> None:
+    args = ["-c", str(write(tmp_path, text))] if text is not None else []
+    for value in sets:
+        args += ["--set", value]
+    exit_code, out = print_config(*args)
+    assert exit_code == code, out
+    assert "Traceback" not in out
+    first = out.strip().splitlines()[0]
+    assert first.startswith("error: ")
+    for fragment in fragments:
+        assert fragment in out, (fragment, out)
+    assert len(out.strip().splitlines()) <= 2
+
+
+def test_missing_config_file_names_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    code, out = print_config("-c", str(missing))
+    assert code == 2
+    assert f"config file not found: {missing}" in out
+    assert "default" in out  # lists the built-in names as the fix
+
+
+def test_bad_config_error_type() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["data.val_fraction=1.0"])
+    assert info.value.exit_code == 2 and info.value.message.startswith("data.val_fraction")

@@ -1,0 +1,52 @@
+"""Run folders and atomic writes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from cifarcli import runs
+from cifarcli.errors import UsageError
+from cifarcli.fileio import read_csv, write_atomic, write_csv
+
+
+def test_runs_started_in_the_same_second_get_distinct_folders(tmp_path: Path) -> None:
+    now = datetime(2026, 11, 21, 9, 30, 0)
+    first = runs.create_run_dir(tmp_path, "exp", now)
+    second = runs.create_run_dir(tmp_path, "exp", now)
+    assert first.name == "20261121-093000-exp" and second.name == "20261121-093000-exp-2"
+    assert first.is_dir() and second.is_dir() and not any(first.iterdir())
+
+
+def test_write_atomic_leaves_old_file_when_write_fails(tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "file.bin"
+    write_atomic(target, b"old")
+
+    def broken_replace(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("cifarcli.fileio.os.replace", broken_replace)
+    with pytest.raises(OSError):
+        write_atomic(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]  # no temp file left behind
+
+
+def test_csv_round_trip_quotes_commas(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    write_csv(path, ["a", "b"], [[1, "x,y"], [2.5, "z"]])
+    assert read_csv(path) == [{"a": "1", "b": "x,y"}, {"a": "2.5", "b": "z"}]
+
+
+def test_find_checkpoint_prefers_best_then_last(tmp_path: Path) -> None:
+    ckpt = tmp_path / "checkpoints"
+    ckpt.mkdir()
+    (ckpt / "last.pt").write_bytes(b"x")
+    assert runs.find_checkpoint(tmp_path) == ckpt / "last.pt"
+    (ckpt / "best.pt").write_bytes(b"x")
+    assert runs.find_checkpoint(tmp_path) == ckpt / "best.pt"
+    assert runs.run_dir_of(ckpt / "best.pt") == tmp_path
+    with pytest.raises(UsageError, match="no such run folder"):
+        runs.find_checkpoint(tmp_path / "missing")
