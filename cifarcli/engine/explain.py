@@ -113,7 +113,9 @@ def grad_cam(
             target_classes = logits.argmax(dim=1)
         targets = target_classes.to(device=logits.device, dtype=torch.int64)
         scores = logits.gather(1, targets.view(-1, 1)).sum()  # images are independent in eval mode
-        (gradients,) = torch.autograd.grad(scores, activation)
+        (gradients,) = torch.autograd.grad(scores, activation, allow_unused=True)
+    if gradients is None:  # the layer ran, but the scores do not depend on its output
+        gradients = torch.zeros_like(activation)
     with torch.no_grad():
         weights = gradients.mean(dim=(2, 3), keepdim=True)
         cams = F.relu((weights * activation).sum(dim=1, keepdim=True)).float()

@@ -1,0 +1,122 @@
+"""`cifar visualize-filters`: first-layer filters, feature maps and Grad-CAM of a trained run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import numpy as np
+import torch
+import typer
+from torch import nn
+
+from cifarcli import runs
+from cifarcli.commands import compose
+from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_saved_config
+from cifarcli.commands.progress import make_console
+from cifarcli.config import VisualizeConfig
+from cifarcli.data.loader import DeviceLoader
+from cifarcli.engine.checkpoint import load_checkpoint
+from cifarcli.engine.explain import GradCam, grad_cam, layer_activations
+from cifarcli.errors import UsageError
+from cifarcli.models import conv_layer_names, find_layer, first_conv, last_conv_layer_name
+from cifarcli.plots.filters import ImageCaption, plot_feature_maps, plot_filters, plot_gradcam
+
+VISUALIZE_DIR = "visualize"  # inside the run folder, unless --out is given
+FILTERS_FILE = "filters.png"
+FEATURE_MAPS_FILE = "feature_maps.png"
+GRADCAM_FILE = "gradcam.png"
+
+
+def visualize_filters(
+    target: Annotated[Path, typer.Argument(help="A run folder (uses checkpoints/best.pt) or a checkpoint file.", show_default=False)],
+    config: ConfigOption = None,
+    overrides: SetOption = None,
+    print_config: PrintConfigOption = False,
+    layer: Annotated[
+        Optional[str], typer.Option("--layer", help="Layer for feature maps and Grad-CAM (default: visualize.layer, else the last conv).")
+    ] = None,
+    list_layers: Annotated[bool, typer.Option("--list-layers", help="Print the conv layer names and exit.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the PNGs (default: RUN/visualize).")] = None,
+    ema: Annotated[bool, typer.Option("--ema", help="Show the EMA weights (runs trained with train.ema_decay).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the written paths.")] = False,
+) -> None:
+    """Show first-layer filters, feature maps and Grad-CAM heatmaps of a trained model.
+
+    Example: cifar visualize-filters runs/20261121-093000-resnet9-cifar10 --layer layer2.conv
+    """
+    path = runs.find_checkpoint(target)
+    checkpoint = load_checkpoint(path)
+    cfg = resolve_saved_config(compose.saved_config(checkpoint, path), config, overrides, print_config)
+    if ema and not checkpoint.get("ema"):
+        raise UsageError(f"{path} has no EMA weights", hint="train with --set train.ema_decay=0.999, or drop --ema")
+    device = compose.device_for(cfg)
+    model = compose.load_trained_model(path, cfg, device, use_ema=ema, checkpoint=checkpoint).model
+    stem = first_conv(model)  # a model without conv layers stops here, with a one-line error
+    if list_layers:
+        typer.echo("\n".join(conv_layer_names(model)))
+        make_console(quiet).print(f"default: {last_conv_layer_name(model)}")
+        raise typer.Exit(0)
+    layer_name = layer or cfg.visualize.layer or last_conv_layer_name(model)
+    chosen = _layer_named(model, layer_name, target)
+
+    data = compose.build_data(cfg, device, progress=not quiet)
+    indices = pick_test_images(len(data.labels.test), cfg.visualize)
+    raw_images = np.asarray(data.arrays.test_images)[indices]
+    true_labels = data.labels.test[indices]
+    loader = DeviceLoader(raw_images, true_labels, batch_size=len(indices), num_classes=data.labels.num_classes,
+                          mean=data.test.mean, std=data.test.std, device=device)  # fmt: skip
+    inputs, _ = next(iter(loader))  # normalised exactly as the test loader does
+    activations, cam = _explain(model, chosen, layer_name, inputs)
+    captions = _captions(indices, true_labels, cam, data.labels.class_names)
+
+    out_dir = out if out is not None else runs.run_dir_of(path) / VISUALIZE_DIR
+    written = [
+        plot_filters(stem.weight.detach().float().cpu().numpy(), out_dir / FILTERS_FILE, conv_layer_names(model)[0]),
+        plot_feature_maps(raw_images, activations, captions, out_dir / FEATURE_MAPS_FILE, layer_name, cfg.visualize.max_feature_maps),
+        plot_gradcam(raw_images, cam.heatmaps, captions, out_dir / GRADCAM_FILE, layer_name),
+    ]
+    make_console(quiet).print(f"layer {layer_name}, test images {', '.join(map(str, indices))}")
+    for file in written:
+        typer.echo(f"wrote {file}")
+
+
+def pick_test_images(test_count: int, cfg: VisualizeConfig) -> np.ndarray:
+    """Test-set indices to show: `cfg.image_indices`, else `cfg.num_images` drawn with `cfg.image_seed` (sorted)."""
+    if cfg.image_indices is not None:
+        wrong = [i for i in cfg.image_indices if not 0 <= i < test_count]
+        if wrong or not cfg.image_indices:
+            raise UsageError(
+                f"visualize.image_indices: {wrong or '[]'} not valid for a test set of {test_count} images",
+                hint=f"give indices from 0 to {test_count - 1}, e.g. --set 'visualize.image_indices=[0, 7]', or null for random ones",
+            )
+        return np.asarray(cfg.image_indices, dtype=np.int64)
+    if test_count == 0:
+        raise UsageError("the test set is empty, so there are no images to show", hint="check data.root holds the prepared data set")
+    rng = np.random.default_rng(cfg.image_seed)
+    return np.sort(rng.choice(test_count, size=min(cfg.num_images, test_count), replace=False)).astype(np.int64)
+
+
+def _layer_named(model: nn.Module, name: str, target: Path) -> nn.Module:
+    """The module called `name`; an unknown name is a UsageError that lists the conv layers."""
+    try:
+        return find_layer(model, name)
+    except UsageError as exc:
+        raise UsageError(exc.message, hint=f"cifar visualize-filters {target} --list-layers prints every conv layer") from None
+
+
+def _explain(model: nn.Module, layer: nn.Module, layer_name: str, inputs: torch.Tensor) -> tuple[np.ndarray, GradCam]:
+    """Feature maps and Grad-CAM of `layer`; a layer without feature maps is named in the error."""
+    try:
+        return layer_activations(model, layer, inputs), grad_cam(model, layer, inputs)
+    except UsageError as exc:
+        raise UsageError(f"layer {layer_name!r}: {exc.message}", hint=exc.hint) from None
+
+
+def _captions(indices: np.ndarray, true_labels: np.ndarray, cam: GradCam, class_names: list[str]) -> list[ImageCaption]:
+    predicted = cam.predicted
+    confidence = cam.probabilities[np.arange(len(predicted)), predicted]
+    return [
+        ImageCaption(int(i), class_names[int(t)], class_names[int(p)], float(c))
+        for i, t, p, c in zip(indices, true_labels, predicted, confidence)
+    ]
