@@ -112,8 +112,7 @@ def _sweep(
     losses: list[float] = []
     smoothed: list[float] = []
     average, best = 0.0, math.inf
-    planned = sweep_lrs(cfg)
-    for step, (inputs, targets) in zip(range(len(planned)), batches):
+    for step, (inputs, targets) in zip(range(cfg.num_iter), batches):
         lr = state.lr
         try:
             loss, _ = optimisation_step(state, inputs, targets, settings)
