@@ -1,0 +1,158 @@
+"""The tables of a report: per-class scores, confused pairs, and which images its grids show.
+
+Everything here works on plain arrays read from a run folder (confusion_matrix.csv,
+predictions.csv, metrics.csv); the readers turn a damaged file into one clear UsageError.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from cifarcli.errors import UsageError
+from cifarcli.metrics import class_scores, most_confused_pairs
+
+REPORT_COLUMNS = ["class", "precision", "recall", "f1", "support"]
+PAIR_COLUMNS = ["true", "predicted", "images", "share_of_true_class"]
+MACRO_ROW = "macro avg"
+WEIGHTED_ROW = "weighted avg"
+# Prediction rows (predictions.csv) as arrays: these columns, in this order.
+INDEX, TRUE, PREDICTED, CONFIDENCE, TRUE_PROBABILITY = range(5)
+
+
+def _damaged(path: Path, problem: str) -> UsageError:
+    return UsageError(
+        f"cannot read {path}: {problem}",
+        hint="delete it and run `cifar report` again, which re-scores the best checkpoint",
+    )
+
+
+def _read_rows(path: Path) -> list[list[str]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = [row for row in csv.reader(handle) if row]
+    except FileNotFoundError as exc:
+        raise UsageError(f"missing file: {path}", hint="pass the folder of a run made by `cifar train`") from exc
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise _damaged(path, str(exc)) from exc
+    if not rows:
+        raise _damaged(path, "the file is empty")
+    return rows
+
+
+def _numbers(path: Path, rows: list[list[str]], width: int) -> np.ndarray:
+    if any(len(row) != width for row in rows):
+        raise _damaged(path, f"every row must have {width} fields")
+    try:
+        return np.array([[float(cell) for cell in row] for row in rows], dtype=np.float64).reshape(len(rows), width)
+    except ValueError as exc:
+        raise _damaged(path, f"a value is not a number ({exc})") from exc
+
+
+def read_confusion_matrix(path: Path) -> tuple[list[str], np.ndarray]:
+    """Class names and the int64 count matrix (rows true, columns predicted) of confusion_matrix.csv."""
+    rows = _read_rows(path)
+    names = rows[0][1:]
+    if [row[0] for row in rows[1:]] != names:
+        raise _damaged(path, "its row labels do not match its column labels")
+    matrix = _numbers(path, [row[1:] for row in rows[1:]], len(names))
+    return names, matrix.astype(np.int64)
+
+
+def read_predictions(path: Path, columns: Sequence[str]) -> np.ndarray:
+    """predictions.csv as a float array of shape (N, 5): index, true, predicted, confidence, true_probability."""
+    rows = _read_rows(path)
+    if rows[0] != list(columns):
+        raise _damaged(path, f"expected the columns {','.join(columns)}, found {','.join(rows[0])}")
+    return _numbers(path, rows[1:], len(columns))
+
+
+def read_metrics(path: Path) -> dict[str, np.ndarray]:
+    """metrics.csv as one float array per column (NaN where a value was not recorded)."""
+    rows = _read_rows(path)
+    header = rows[0]
+    values = _numbers(path, rows[1:], len(header))
+    return {name: values[:, i] for i, name in enumerate(header)}
+
+
+def classification_report(matrix: np.ndarray, class_names: list[str]) -> list[dict]:
+    """Per-class precision, recall, F1 and support, then the macro and support-weighted averages."""
+    scores = class_scores(matrix)
+    rows = [
+        {"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+        for name, p, r, f, s in zip(class_names, scores.precision, scores.recall, scores.f1, scores.support)
+    ]
+    total = int(scores.support.sum())
+    rows.append({"class": MACRO_ROW, "precision": scores.macro_precision, "recall": scores.macro_recall,
+                 "f1": scores.macro_f1, "support": total})  # fmt: skip
+    rows.append({"class": WEIGHTED_ROW, "precision": scores.weighted(scores.precision),
+                 "recall": scores.weighted(scores.recall), "f1": scores.weighted(scores.f1), "support": total})  # fmt: skip
+    return rows
+
+
+def confused_pairs(matrix: np.ndarray, class_names: list[str], count: int = 10) -> list[dict]:
+    """The `count` largest off-diagonal cells, largest first, with the share of the true class they take."""
+    support = np.asarray(matrix).sum(axis=1)
+    return [
+        {"true": class_names[t], "predicted": class_names[p], "images": n, "share_of_true_class": n / int(support[t])}
+        for t, p, n in most_confused_pairs(matrix, count)
+    ]
+
+
+def table_cells(rows: list[dict], columns: list[str]) -> list[list[str]]:
+    """Rows as display strings: scores and shares with 3 decimals, counts as integers."""
+    return [[_cell(row[c]) for c in columns] for row in rows]
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if math.isfinite(value) else "-"
+    return str(value)
+
+
+def markdown_table(header: list[str], cells: list[list[str]]) -> str:
+    """A GitHub-flavoured Markdown table; `|` inside a cell is escaped."""
+    def line(values: list[str]) -> str:
+        return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+
+    return "\n".join([line(header), line(["---"] * len(header)), *(line(row) for row in cells)])
+
+
+def report_markdown(title: str, headline: list[tuple[str, str]], report: list[dict], pairs: list[dict]) -> str:
+    """classification_report.md: the headline figures, the per-class table and the most confused pairs."""
+    parts = [f"# {title}", "", markdown_table(["metric", "value"], [list(item) for item in headline]), ""]
+    parts += ["## Per class", "", markdown_table(REPORT_COLUMNS, table_cells(report, REPORT_COLUMNS)), ""]
+    parts += ["## Most confused pairs", ""]
+    parts.append(markdown_table(PAIR_COLUMNS, table_cells(pairs, PAIR_COLUMNS)) if pairs else "No image was misclassified.")
+    return "\n".join(parts) + "\n"
+
+
+def select_misclassified(predictions: np.ndarray, count: int) -> np.ndarray:
+    """The at most `count` wrong rows (true != predicted) of a predictions array, most confident first.
+
+    Ties in confidence keep the order of the input rows.
+    """
+    predictions = np.asarray(predictions, dtype=np.float64).reshape(-1, 5)
+    wrong = predictions[predictions[:, TRUE] != predictions[:, PREDICTED]]
+    order = np.argsort(-wrong[:, CONFIDENCE], kind="stable")
+    return wrong[order[: max(count, 0)]]
+
+
+def sample_per_class(labels: np.ndarray, candidates: np.ndarray, classes: Sequence[int], per_class: int, seed: int) -> list[np.ndarray]:
+    """For each class in `classes`, up to `per_class` of the `candidates` indices with that label, picked with `seed`.
+
+    Returns one sorted int64 index array per class (shorter where a class has fewer images).
+    """
+    rng = np.random.default_rng(seed)
+    candidates = np.asarray(candidates, dtype=np.int64)
+    labels_of = np.asarray(labels)[candidates]
+    picks = []
+    for cls in classes:
+        pool = candidates[labels_of == cls]
+        chosen = rng.choice(pool, size=min(per_class, len(pool)), replace=False) if len(pool) else pool
+        picks.append(np.sort(chosen).astype(np.int64))
+    return picks
