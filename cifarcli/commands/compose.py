@@ -161,6 +161,7 @@ class LoadedRun:
     model: nn.Module
     checkpoint: dict[str, Any]
     device: torch.device
+    path: Path
 
 
 def saved_config(checkpoint: dict[str, Any], path: Path) -> ExperimentConfig:
@@ -187,7 +188,7 @@ def load_trained_model(
             hint="evaluate it with the config it was trained with (its run folder's config.yaml)",
         ) from exc
     model.eval()
-    return LoadedRun(cfg=cfg, model=model, checkpoint=checkpoint, device=device)
+    return LoadedRun(cfg=cfg, model=model, checkpoint=checkpoint, device=device, path=path)
 
 
 def run_predictions(run: LoadedRun, loader: DeviceLoader, tta_flip: bool) -> Predictions:

@@ -39,8 +39,8 @@ def evaluate(
     data = compose.build_data(cfg, device, progress=not quiet)
     run = compose.load_trained_model(path, cfg, device, use_ema=ema, checkpoint=checkpoint)
     with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
-        summary, matrix, rows = evaluate_split(run, data, cfg.eval.split, cfg.eval.tta_flip)
-    summary.update({"checkpoint": str(path), "epoch": int(checkpoint["epoch"]), "ema": ema})
+        summary, matrix, rows = evaluate_split(run, data, cfg.eval)
+    summary["ema"] = ema
     run_dir = runs.run_dir_of(path)
     written = write_evaluation(run_dir, summary, matrix, rows, data.labels.class_names)
     stdout = Console(highlight=False)

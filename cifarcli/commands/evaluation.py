@@ -10,17 +10,19 @@ from rich.console import Console
 from cifarcli import fileio, runs
 from cifarcli.commands.compose import DataBundle, LoadedRun, run_predictions
 from cifarcli.commands.progress import metrics_table
+from cifarcli.config import EvalConfig
 from cifarcli.errors import UsageError
 from cifarcli.metrics import evaluation_summary
 
 PREDICTION_COLUMNS = ["index", "true", "predicted", "confidence", "true_probability"]
 
 
-def evaluate_split(run: LoadedRun, data: DataBundle, split: str, tta_flip: bool) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Score `split` ("test" or "val"); returns the summary, confusion matrix and prediction rows.
+def evaluate_split(run: LoadedRun, data: DataBundle, settings: EvalConfig) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Score `settings.split` ("test" or "val"); returns the summary, confusion matrix and prediction rows.
 
     Prediction rows index into the split: the test set, or the training set for "val".
     """
+    split, tta_flip = settings.split, settings.tta_flip
     if split == "val":
         if data.val is None:
             raise UsageError("eval.split is val but data.val_fraction is 0, so there is no validation split", hint="use --set eval.split=test")
@@ -30,7 +32,7 @@ def evaluate_split(run: LoadedRun, data: DataBundle, split: str, tta_flip: bool)
     predictions = run_predictions(run, loader, tta_flip)
     summary, matrix = evaluation_summary(
         predictions.probabilities, predictions.targets, data.labels.class_names, predictions.loss,
-        data.labels.fine_to_coarse, data.labels.superclass_names,
+        data.labels.fine_to_coarse if settings.superclass else None, data.labels.superclass_names,
     )  # fmt: skip
     predicted = predictions.predicted
     rows = np.stack(
@@ -43,7 +45,10 @@ def evaluate_split(run: LoadedRun, data: DataBundle, split: str, tta_flip: bool)
         ],
         axis=1,
     )
-    summary.update({"split": split, "tta_flip": tta_flip, "dataset": data.arrays.dataset, "class_names": data.labels.class_names})
+    summary.update({
+        "split": split, "tta_flip": tta_flip, "dataset": data.arrays.dataset, "class_names": data.labels.class_names,
+        "checkpoint": str(run.path), "epoch": int(run.checkpoint["epoch"]),
+    })  # fmt: skip
     return summary, matrix, rows
 
 

@@ -79,7 +79,7 @@ def train(
         with compose.out_of_memory_as_error(cfg.data.batch_size, "data.batch_size"):
             result = fit(state, data.train, data.val, settings, compose.run_files(run_dir), extra, callbacks)
         best = compose.load_trained_model(result.best_checkpoint, cfg, device)
-        summary, matrix, rows = evaluate_split(best, data, "test", tta_flip=False)
+        summary, matrix, rows = evaluate_split(best, data, cfg.eval.model_copy(update={"split": "test"}))
         written = write_evaluation(run_dir, summary, matrix, rows, data.labels.class_names)
         if logger is not None:
             figure = plot_confusion_matrix(matrix, data.labels.class_names, run_dir / "confusion_matrix.png")
