@@ -365,7 +365,7 @@ def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...]
 
 def config_to_yaml(cfg: ExperimentConfig) -> str:
     """The resolved config as YAML text that `load_config` reads back to an equal config."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, default_flow_style=None)
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, default_flow_style=False)
 
 
 def config_with(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_config
-from cifarcli.config import config_with
 from cifarcli.data.prepare import prepare_dataset
 
 
@@ -44,13 +43,8 @@ def download(
 
     Offline: cifar download --source ~/Downloads/cifar-10-python.tar.gz
     """
-    cfg = resolve_config(config, overrides, print_config)
-    flags: dict[str, Any] = {"data.dataset": dataset, "data.source": source, "data.md5": md5}
-    changes = {key: value for key, value in flags.items() if value is not None}
-    if no_verify:
-        changes["data.verify"] = False
-    if changes:
-        cfg = config_with(cfg, changes)
+    flags = {"data.dataset": dataset, "data.source": source, "data.md5": md5, "data.verify": False if no_verify else None}
+    cfg = resolve_config(config, overrides, print_config, flags)
     result = prepare_dataset(cfg.data, force=force)
     typer.echo(f"{result.dataset}: {result.action}")
     typer.echo(f"cache:   {result.cache_dir} ({result.train_count} train, {result.test_count} test images)")

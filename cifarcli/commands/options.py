@@ -42,9 +42,17 @@ PrintConfigOption = Annotated[
 ]
 
 
-def resolve_config(config: Path | None, overrides: list[str] | None, print_config: bool) -> ExperimentConfig:
-    """Load and validate the config; with --print-config, print it and exit 0."""
+def resolve_config(
+    config: Path | None, overrides: list[str] | None, print_config: bool, flags: dict[str, Any] | None = None
+) -> ExperimentConfig:
+    """Load and validate the config, then apply a command's own flags (dotted key -> value, None = unset).
+
+    With --print-config, print the result and exit 0.
+    """
     cfg = load_config(config, overrides or [])
+    changes = {key: value for key, value in (flags or {}).items() if value is not None}
+    if changes:
+        cfg = config_with(cfg, changes)
     if print_config:
         typer.echo(config_to_yaml(cfg), nl=False)
         raise typer.Exit(0)
