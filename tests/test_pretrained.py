@@ -70,15 +70,15 @@ def test_state_dict_key_and_ddp_prefix_are_accepted(tmp_path: Path, resnet18_fil
     assert torch.equal(model.layer2[0].downsample[0].weight, saved["layer2.0.downsample.0.weight"])
 
 
-def test_freezing_a_pretrained_model_leaves_only_the_head(resnet18_file: tuple[Path, dict[str, torch.Tensor]]) -> None:
+def test_freezing_a_pretrained_model_trains_only_what_is_new(resnet18_file: tuple[Path, dict[str, torch.Tensor]]) -> None:
     path, _ = resnet18_file
     model = build_model(ModelConfig(name="resnet18", pretrained=path, freeze_backbone_epochs=2), num_classes=10)
     set_backbone_trainable(model, False)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    assert trainable == ["fc.weight", "fc.bias"]
+    assert trainable == ["conv1.weight", "bn1.weight", "bn1.bias", "fc.weight", "fc.bias"]  # new stem + new head
     nn.functional.cross_entropy(model(torch.randn(2, 3, 32, 32)), torch.tensor([1, 2])).backward()
     assert model.layer1[0].conv1.weight.grad is None
-    assert model.fc.weight.grad is not None
+    assert model.fc.weight.grad is not None and model.conv1.weight.grad is not None
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -37,8 +37,9 @@ def test_frozen_count_after_freezing_the_backbone() -> None:
     model = MODELS["resnet18"](100)
     set_backbone_trainable(model, False)
     summary = summarize_model(model)
-    assert summary.trainable_params == 512 * 100 + 100
-    assert summary.frozen_params == 11_220_132 - (512 * 100 + 100)
+    fresh = 512 * 100 + 100 + 64 * 3 * 3 * 3 + 2 * 64  # head + 3x3 stem conv + its BatchNorm
+    assert summary.trainable_params == fresh
+    assert summary.frozen_params == 11_220_132 - fresh
 
 
 def test_max_depth_groups_resnet_blocks() -> None:

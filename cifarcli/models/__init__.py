@@ -113,11 +113,20 @@ def find_layer(model: nn.Module, name: str) -> nn.Module:
         ) from None
 
 
+# Modules that never come from an ImageNet weights file: the 3x3 stem replaces the 7x7 one
+# (`bn1` normalises that new conv's output, so its ImageNet statistics do not apply either).
+FRESH_STEM_NAMES = ("conv1", "bn1")
+
+
 def set_backbone_trainable(model: nn.Module, trainable: bool) -> None:
-    """Set requires_grad on every parameter except the head's (which stays trainable)."""
-    head_params = {id(p) for p in head_module(model).parameters()}
-    for param in unwrap_model(model).parameters():
-        param.requires_grad_(trainable or id(param) in head_params)
+    """Set requires_grad on the pretrained backbone; the head and the fresh stem always stay trainable."""
+    inner = unwrap_model(model)
+    always = {id(p) for p in head_module(model).parameters()}
+    for name in FRESH_STEM_NAMES:
+        if hasattr(inner, name):
+            always |= {id(p) for p in getattr(inner, name).parameters()}
+    for param in inner.parameters():
+        param.requires_grad_(trainable or id(param) in always)
 
 
 def freeze_norm_stats(model: nn.Module) -> int:
