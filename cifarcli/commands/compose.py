@@ -7,7 +7,6 @@ other); each command calls a few of these functions and stays a screen long.
 from __future__ import annotations
 
 import contextlib
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterator, Optional
@@ -29,11 +28,11 @@ from cifarcli.engine.ema import ModelEMA
 from cifarcli.engine.loop import Predictions, StepSettings, TrainState, predict
 from cifarcli.engine.trainer import RunFiles
 from cifarcli.engine.optim import build_optimizer
-from cifarcli.engine.precision import autocast_context, describe_precision, make_grad_scaler, resolve_device
+from cifarcli.engine.precision import describe_precision, make_autocast, make_grad_scaler, resolve_device
 from cifarcli.engine.reproducibility import configure_determinism, seed_everything
 from cifarcli.engine.schedules import build_scheduler
 from cifarcli.errors import CheckpointError, RunError
-from cifarcli.models import build_model, freeze_norm_stats, set_backbone_trainable
+from cifarcli.models import ModelSummary, build_model, freeze_norm_stats, set_backbone_trainable, summarize_model
 
 
 @dataclass(frozen=True)
@@ -98,13 +97,19 @@ def build_data(cfg: ExperimentConfig, device: torch.device, progress: bool = Tru
     return DataBundle(arrays, labels, train_idx, val_idx, train, val, test)
 
 
+def steps_per_epoch(cfg: ExperimentConfig, data: DataBundle) -> int:
+    """Optimizer steps per epoch: every training batch, or the fixed ones of an overfitting run."""
+    batches = len(data.train)
+    return min(cfg.train.overfit_batches, batches) if cfg.train.overfit_batches else batches
+
+
 def use_channels_last(cfg: ExperimentConfig, device: torch.device) -> bool:
     return cfg.train.channels_last and device.type == "cuda"
 
 
-def make_autocast(cfg: ExperimentConfig, device: torch.device) -> Callable[[], ContextManager[Any]]:
+def run_autocast(cfg: ExperimentConfig, device: torch.device) -> Callable[[], ContextManager[Any]]:
     """A zero-argument factory of the run's autocast context."""
-    return functools.partial(autocast_context, device, cfg.train.amp, cfg.train.amp_on_cpu)
+    return make_autocast(device, cfg.train.amp, cfg.train.amp_on_cpu)
 
 
 def prepare_model(cfg: ExperimentConfig, num_classes: int, device: torch.device) -> nn.Module:
@@ -134,7 +139,7 @@ def step_settings(cfg: ExperimentConfig, device: torch.device) -> StepSettings:
         grad_clip_norm=cfg.train.grad_clip_norm,
         grad_clip_value=cfg.train.grad_clip_value,
         skip_nonfinite=cfg.train.nonfinite_loss == "skip",
-        autocast=make_autocast(cfg, device),
+        autocast=run_autocast(cfg, device),
     )
 
 
@@ -151,6 +156,14 @@ def backbone_freezer(freeze_epochs: int) -> Optional[Callable[[int, nn.Module], 
             freeze_norm_stats(model)
 
     return before_epoch
+
+
+def summary_at_start(cfg: ExperimentConfig, state: TrainState) -> ModelSummary:
+    """The model summary as training (re)starts: with the backbone frozen if this epoch freezes it."""
+    freezer = backbone_freezer(cfg.model.freeze_backbone_epochs)
+    if freezer is not None:
+        freezer(state.epoch, state.model)
+    return summarize_model(state.model, max_depth=2)
 
 
 @dataclass(frozen=True)
@@ -192,7 +205,7 @@ def load_trained_model(
 
 
 def run_predictions(run: LoadedRun, loader: DeviceLoader, tta_flip: bool) -> Predictions:
-    return predict(run.model, loader, make_autocast(run.cfg, run.device), tta_flip=tta_flip)
+    return predict(run.model, loader, run_autocast(run.cfg, run.device), tta_flip=tta_flip)
 
 
 def device_for(cfg: ExperimentConfig) -> torch.device:
@@ -226,7 +239,7 @@ def run_info(cfg: ExperimentConfig, data: DataBundle, device: torch.device) -> d
         "train_images": int(len(data.train_indices)),
         "val_images": int(len(data.val_indices)),
         "test_images": int(len(data.labels.test)),
-        "steps_per_epoch": min(cfg.train.overfit_batches, len(data.train)) if cfg.train.overfit_batches else len(data.train),
+        "steps_per_epoch": steps_per_epoch(cfg, data),
         "device": str(device),
         "precision": describe_precision(device, cfg.train.amp, cfg.train.amp_on_cpu),
         "torch": torch.__version__,

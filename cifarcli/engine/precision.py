@@ -8,7 +8,8 @@ with a GradScaler; everything else trains in fp32.
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager, Iterable
+import functools
+from typing import Callable, ContextManager, Iterable
 
 import torch
 from torch import Tensor
@@ -45,17 +46,25 @@ def autocast_dtype(device: torch.device, amp: str, amp_on_cpu: bool) -> torch.dt
     return None
 
 
-def autocast_context(device: torch.device, amp: str, amp_on_cpu: bool) -> ContextManager[object]:
-    """A fresh context manager to wrap each forward pass and loss: autocast, or a no-op for fp32."""
+def make_autocast(device: torch.device, amp: str, amp_on_cpu: bool) -> Callable[[], ContextManager[object]]:
+    """A zero-argument factory of the autocast context for each forward pass (checked once, here).
+
+    bf16 on a GPU without native bf16 (emulated, very slow) is refused with the fp16 hint.
+    """
     dtype = autocast_dtype(device, amp, amp_on_cpu)
     if dtype is None:
-        return contextlib.nullcontext()
-    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return contextlib.nullcontext
+    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
         raise UsageError(
-            f"train.amp: bf16 is not supported by this GPU ({torch.cuda.get_device_name(device)})",
+            f"train.amp: bf16 is not supported natively by this GPU ({torch.cuda.get_device_name(device)})",
             hint="use --set train.amp=fp16 (or train.amp=off)",
         )
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return functools.partial(torch.autocast, device_type=device.type, dtype=dtype)
+
+
+def autocast_context(device: torch.device, amp: str, amp_on_cpu: bool) -> ContextManager[object]:
+    """A fresh context manager to wrap one forward pass and loss: autocast, or a no-op for fp32."""
+    return make_autocast(device, amp, amp_on_cpu)()
 
 
 def make_grad_scaler(device: torch.device, amp: str) -> torch.amp.GradScaler:
@@ -74,14 +83,15 @@ def clip_gradients(
     optimizer: torch.optim.Optimizer,
     max_norm: float | None,
     max_value: float | None,
-) -> float | None:
+) -> Tensor | None:
     """Clip gradients by global L2 norm (`max_norm`) or per element (`max_value`); return the pre-clip norm.
 
     Call after `scaler.scale(loss).backward()` and before `scaler.step(optimizer)`. Under fp16
     the gradients are unscaled first (`scaler.unscale_(optimizer)`, once per step), so the
     thresholds apply to true gradients. Returns the global L2 norm of the gradients before
-    clipping (inf/nan when an fp16 step overflowed; the scaler then skips that step), or None
-    when both limits are None. Reading the norm as a float waits for the device.
+    clipping as a 0-dim tensor on the gradients' device (inf/nan when an fp16 step overflowed;
+    the scaler then skips that step), or None when both limits are None. It is not read back
+    here, so clipping adds no host-device sync.
     """
     if max_norm is None and max_value is None:
         return None
@@ -91,10 +101,10 @@ def clip_gradients(
     if scaler.is_enabled():
         scaler.unscale_(optimizer)
     if not with_grad:
-        return 0.0
+        return torch.zeros(())
     if max_norm is not None:
-        return float(torch.nn.utils.clip_grad_norm_(with_grad, max_norm))
-    norm = float(torch.nn.utils.get_total_norm([p.grad for p in with_grad]))
+        return torch.nn.utils.clip_grad_norm_(with_grad, max_norm)
+    norm = torch.nn.utils.get_total_norm([p.grad for p in with_grad])
     torch.nn.utils.clip_grad_value_(with_grad, max_value)
     return norm
 
