@@ -175,4 +175,4 @@ def test_lr_from_with_resume_is_refused(tmp_path: Path) -> None:
     path.write_text('{"chosen": {"name": "valley", "lr": 0.01}}')
     result = CliRunner().invoke(app, ["train", "--resume", str(tmp_path), "--lr-from", str(path)])
     assert result.exit_code == 2, result.output
-    assert "error: --lr-from sets the LR of a new run" in result.output
+    assert "error: --resume continues a run with its own config" in result.output and "--lr-from" in result.output

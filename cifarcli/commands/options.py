@@ -53,10 +53,15 @@ def resolve_config(
     changes = {key: value for key, value in (flags or {}).items() if value is not None}
     if changes:
         cfg = config_with(cfg, changes)
+    print_config_and_exit(cfg, print_config)
+    return cfg
+
+
+def print_config_and_exit(cfg: ExperimentConfig, print_config: bool) -> None:
+    """For --print-config: print the resolved config as YAML and exit 0 (no-op otherwise)."""
     if print_config:
         typer.echo(config_to_yaml(cfg), nl=False)
         raise typer.Exit(0)
-    return cfg
 
 
 # Settings that change how a trained model is scored or shown, never what was trained.
@@ -103,7 +108,5 @@ def resolve_saved_config(
             )
         changes[dotted] = value
     cfg = config_with(saved, changes)
-    if print_config:
-        typer.echo(config_to_yaml(cfg), nl=False)
-        raise typer.Exit(0)
+    print_config_and_exit(cfg, print_config)
     return cfg

@@ -58,7 +58,7 @@ def report(
     cfg = resolve_saved_config(saved, config, overrides, print_config)
     console = make_console(quiet)
     written: list[Path] = []
-    reason = _evaluation_needed(run_dir, cfg, saved)
+    reason = _evaluation_needed(run_dir, cfg)
     if reason:
         console.print(f"scoring {checkpoint_path} on the {cfg.eval.split} split first: {reason}", soft_wrap=True)
         arrays, labels, written = _score(cfg, checkpoint_path, checkpoint, quiet)
@@ -109,14 +109,17 @@ def _checkpoint_of(run_dir: Path) -> Path:
     return runs.find_checkpoint(run_dir)
 
 
-def _evaluation_needed(run_dir: Path, cfg: ExperimentConfig, saved: ExperimentConfig) -> str:
+def _evaluation_needed(run_dir: Path, cfg: ExperimentConfig) -> str:
     """Why the run must be scored again ("" when its saved evaluation can be used)."""
     files = (runs.EVALUATION_FILE, runs.CONFUSION_FILE, runs.PREDICTIONS_FILE)
     missing = [name for name in files if not (run_dir / name).is_file()]
     if missing:
         return f"{', '.join(missing)} missing"
-    if cfg.eval != saved.eval:
-        return "eval settings changed by -c/--set"
+    summary = fileio.read_json(run_dir / runs.EVALUATION_FILE)
+    scored = (summary.get("split"), summary.get("tta_flip"), bool(summary.get("ema", False)))
+    wanted = (cfg.eval.split, cfg.eval.tta_flip, False)
+    if scored != wanted:  # e.g. `cifar evaluate --set eval.split=val` left a validation score behind
+        return f"the saved evaluation is of split={scored[0]}, tta_flip={scored[1]}, ema={scored[2]}"
     return ""
 
 

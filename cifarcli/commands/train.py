@@ -10,18 +10,16 @@ from rich.console import Console
 
 from cifarcli import fileio, runs
 from cifarcli.commands import compose
-from cifarcli.commands.evaluation import evaluate_split, print_summary, write_evaluation
+from cifarcli.commands.evaluation import print_summary
 from cifarcli.commands.lr_find import LrFromOption, config_with_lr_from
-from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_config
+from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, print_config_and_exit, resolve_config
 from cifarcli.commands.progress import TrainingDisplay, make_console
+from cifarcli.commands.training import train_and_score
 from cifarcli.config import ExperimentConfig, config_to_yaml, load_config
 from cifarcli.engine.checkpoint import load_checkpoint
-from cifarcli.engine.tensorboard import TensorBoardLogger
-from cifarcli.engine.trainer import CallbackList, FitSettings, fit, restore_train_state
+from cifarcli.engine.trainer import restore_train_state
 from cifarcli.errors import UsageError
-from cifarcli.models import render_summary, summarize_model
-from cifarcli.plots.confusion import plot_confusion_matrix
-
+from cifarcli.models import render_summary
 
 def train(
     config: ConfigOption = None,
@@ -37,61 +35,38 @@ def train(
     """
     console = make_console(quiet)
     if resume is not None:
-        if lr_from is not None:
-            raise UsageError("--lr-from sets the LR of a new run; a resumed run keeps its own", hint="drop --lr-from or --resume")
-        if config is not None or overrides:
-            raise UsageError("--resume continues a run with its own config; drop --config/--set", hint=f"config used: {resume / runs.CONFIG_FILE}")
-        cfg, run_dir = _resumed_config(resume), resume
+        if config is not None or overrides or lr_from is not None:
+            raise UsageError("--resume continues a run with its own config; drop --config/--set/--lr-from",
+                             hint=f"config used: {resume / runs.CONFIG_FILE}")  # fmt: skip
+        cfg = _resumed_config(resume)
     else:
         cfg = resolve_config(config, overrides, print_config and lr_from is None)
         if lr_from is not None:
             cfg = config_with_lr_from(cfg, lr_from, console)
-            if print_config:
-                typer.echo(config_to_yaml(cfg), nl=False)
-                raise typer.Exit(0)
-        run_dir = runs.create_run_dir(cfg.run.root, cfg.run.name)
-        fileio.write_text_atomic(run_dir / runs.CONFIG_FILE, config_to_yaml(cfg))
-    console.print(f"run folder: {run_dir}")
+            print_config_and_exit(cfg, print_config)
 
     device = compose.device_for(cfg)
     data = compose.build_data(cfg, device, progress=not quiet)
     model = compose.prepare_model(cfg, data.labels.num_classes, device)
-    if not quiet:
-        console.print(render_summary(summarize_model(model, max_depth=2)))
-    state = compose.build_train_state(cfg, model, len(data.train), device)
-    if resume is None:
+    state = compose.build_train_state(cfg, model, compose.steps_per_epoch(cfg, data), device)
+    if resume is None:  # the folder is made only once everything above has validated
+        run_dir = runs.create_run_dir(cfg.run.root, cfg.run.name)
+        fileio.write_text_atomic(run_dir / runs.CONFIG_FILE, config_to_yaml(cfg))
         fileio.write_json(run_dir / runs.RUN_INFO_FILE, compose.run_info(cfg, data, device))
-    if resume is not None:
+    else:
+        run_dir = resume
         restore_train_state(state, load_checkpoint(runs.checkpoint_path(run_dir, runs.LAST_CHECKPOINT)))
         console.print(f"resuming at epoch {state.epoch + 1}, step {state.batch_in_epoch + 1}")
+    console.print(f"run folder: {run_dir}")
+    if not quiet:
+        console.print(render_summary(compose.summary_at_start(cfg, state)))
 
-    display = TrainingDisplay(console, cfg.data.batch_size)
-    logger = TensorBoardLogger(run_dir / runs.TENSORBOARD_DIR, cfg.train.log_every_steps) if cfg.run.tensorboard else None
-    if logger is not None:
-        logger.log_image_grid("augmented_train_batch", compose.preview_augmented(cfg, data, count=32))
-    settings = FitSettings(
-        epochs=cfg.train.epochs, step=compose.step_settings(cfg, device), overfit_batches=cfg.train.overfit_batches,
-        before_epoch=compose.backbone_freezer(cfg.model.freeze_backbone_epochs),
-    )  # fmt: skip
-    extra = {"config": cfg.model_dump(mode="json"), "num_classes": data.labels.num_classes, "class_names": data.labels.class_names}
-    try:
-        callbacks = CallbackList([display] + ([logger] if logger else []))
-        with compose.out_of_memory_as_error(cfg.data.batch_size, "data.batch_size"):
-            result = fit(state, data.train, data.val, settings, compose.run_files(run_dir), extra, callbacks)
-        best = compose.load_trained_model(result.best_checkpoint, cfg, device)
-        summary, matrix, rows = evaluate_split(best, data, cfg.eval.model_copy(update={"split": "test"}))
-        written = write_evaluation(run_dir, summary, matrix, rows, data.labels.class_names)
-        if logger is not None:
-            figure = plot_confusion_matrix(matrix, data.labels.class_names, run_dir / "confusion_matrix.png")
-            logger.log_png("confusion_matrix", figure)
-            written.append(figure)
-    finally:
-        if logger is not None:
-            logger.close()
-    print_summary(Console(highlight=False), summary, f"test set, best checkpoint ({result.best_checkpoint.name})")
-    for path in [run_dir / runs.CONFIG_FILE, run_dir / runs.METRICS_FILE, result.last_checkpoint, result.best_checkpoint, *written]:
+    outcome = train_and_score(cfg, state, data, device, run_dir, TrainingDisplay(console, cfg.data.batch_size))
+    print_summary(Console(highlight=False), outcome.test_summary, f"test set, best checkpoint ({outcome.fit.best_checkpoint.name})")
+    files = [run_dir / runs.CONFIG_FILE, run_dir / runs.METRICS_FILE, outcome.fit.last_checkpoint, outcome.fit.best_checkpoint]
+    for path in [*files, *outcome.written]:
         typer.echo(f"wrote {path}")
-    if logger is not None:
+    if cfg.run.tensorboard:
         typer.echo(f"TensorBoard: tensorboard --logdir {run_dir / runs.TENSORBOARD_DIR}")
 
 
