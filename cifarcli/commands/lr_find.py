@@ -47,9 +47,6 @@ def lr_find(
     """
     console = make_console(quiet)
     cfg = resolve_config(config, overrides, print_config)
-    run_dir = runs.create_run_dir(cfg.run.root, f"{cfg.run.name}-lr-find")
-    fileio.write_text_atomic(run_dir / runs.CONFIG_FILE, config_to_yaml(cfg))
-    console.print(f"run folder: {run_dir}")
     device = compose.device_for(cfg)
     data = compose.build_data(cfg, device, progress=not quiet)
     model = compose.prepare_model(cfg, data.labels.num_classes, device)
@@ -61,6 +58,8 @@ def lr_find(
             scaler=make_grad_scaler(device, cfg.train.amp),
             on_step=lambda step, lr, loss: progress.update(task, advance=1, lr=f"{lr:.2e}", loss=f"{loss:.4f}"),
         )  # fmt: skip
+    run_dir = runs.create_run_dir(cfg.run.root, f"{cfg.run.name}-lr-find")  # only once there is something to keep
+    fileio.write_text_atomic(run_dir / runs.CONFIG_FILE, config_to_yaml(cfg))
     written = write_lr_find(run_dir, cfg, result)
     stdout = Console(highlight=False)
     stdout.print(suggestion_table(result, cfg.lr_find.suggestion))
