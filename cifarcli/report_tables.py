@@ -71,10 +71,20 @@ def read_predictions(path: Path, columns: Sequence[str]) -> np.ndarray:
     return _numbers(path, rows[1:], len(columns))
 
 
+# The metrics.csv columns the training curves need.
+METRIC_COLUMNS_PLOTTED = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
 def read_metrics(path: Path) -> dict[str, np.ndarray]:
     """metrics.csv as one float array per column (NaN where a value was not recorded)."""
     rows = _read_rows(path)
     header = rows[0]
+    missing = [name for name in METRIC_COLUMNS_PLOTTED if name not in header]
+    if missing:
+        raise UsageError(
+            f"{path} lacks the column(s) {', '.join(missing)}",
+            hint="it is written by `cifar train`; restore it or re-run training",
+        )
     values = _numbers(path, rows[1:], len(header))
     return {name: values[:, i] for i, name in enumerate(header)}
 

@@ -200,6 +200,8 @@ def load_trained_model(
             f"{path} does not match model {cfg.model.name} with {num_classes} classes ({first})",
             hint="evaluate it with the config it was trained with (its run folder's config.yaml)",
         ) from exc
+    if use_channels_last(cfg, device):  # the loaders feed channels_last batches on CUDA
+        model = model.to(memory_format=torch.channels_last)
     model.eval()
     return LoadedRun(cfg=cfg, model=model, checkpoint=checkpoint, device=device, path=path)
 

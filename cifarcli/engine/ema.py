@@ -39,16 +39,21 @@ class ModelEMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        """Fold the model's current weights into the average and copy its buffers."""
+        """Fold the model's current weights into the average and copy its buffers (one fused op each)."""
         source = unwrap_model(model)
-        weight = 1.0 - self.decay
-        for average, current in zip(self.module.parameters(), source.parameters(), strict=True):
-            if average.is_floating_point():
-                average.lerp_(current.detach(), weight)
-            else:
+        pairs = list(zip(self.module.parameters(), source.parameters(), strict=True))
+        floats = [(a, c.detach()) for a, c in pairs if a.is_floating_point()]
+        if floats:
+            averages, currents = zip(*floats)
+            torch._foreach_lerp_(list(averages), list(currents), 1.0 - self.decay)
+        for average, current in pairs:
+            if not average.is_floating_point():
                 average.copy_(current)
-        for kept, current in zip(self.module.buffers(), source.buffers(), strict=True):
-            kept.copy_(current)
+        kept, current_buffers = list(self.module.buffers()), list(source.buffers())
+        if len(kept) != len(current_buffers):
+            raise ValueError("EMA: the model's buffers changed since the EMA copy was made")
+        if kept:
+            torch._foreach_copy_(kept, current_buffers)
         self.updates += 1
 
     def state_dict(self) -> dict[str, Any]:
