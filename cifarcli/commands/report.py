@@ -2,43 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
 from cifarcli import fileio, runs
 from cifarcli.commands import compose
-from cifarcli.commands.evaluation import PREDICTION_COLUMNS, evaluate_split, write_evaluation
+from cifarcli.commands.evaluation import evaluate_split, write_evaluation
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_saved_config
 from cifarcli.commands.progress import make_console
-from cifarcli.config import ExperimentConfig, config_to_yaml
-from cifarcli.data.augment import augment_preview
+from cifarcli.commands.report_pages import write_report
+from cifarcli.config import ExperimentConfig
 from cifarcli.data.cache import CifarArrays
 from cifarcli.data.prepare import load_dataset
-from cifarcli.data.split import stratified_split
 from cifarcli.engine.checkpoint import load_checkpoint
-from cifarcli.engine.schedules import lr_trace
 from cifarcli.errors import UsageError
-from cifarcli.plots.confusion import plot_confusion_matrix
-from cifarcli.plots.curves import plot_lr_schedule, plot_training_curves
-from cifarcli.plots.grids import plot_augmentation_rows, plot_image_grid
-from cifarcli.plots.html import Figure, ReportPage, Table, write_report_html
-from cifarcli import report_tables as tables
-
-MAX_AUGMENT_ROWS = 10  # classes shown in augmentations.png; more rows stop being readable
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """What `cifar evaluate` (or train) left in the run folder, read back."""
-
-    summary: dict[str, Any]
-    class_names: list[str]
-    matrix: np.ndarray
-    predictions: np.ndarray  # rows: index, true, predicted, confidence, true_probability
 
 
 def report(
@@ -65,25 +44,10 @@ def report(
     else:
         arrays = load_dataset(cfg.data, progress=not quiet)
         labels = compose.select_labels(arrays, cfg.data.label_mode)
-    evaluation = _read_evaluation(run_dir, labels.class_names)
-    out_dir = run_dir / runs.REPORT_DIR
-    metrics = tables.read_metrics(run_dir / runs.METRICS_FILE)
-    curves_title = f"{run_dir.name}: loss and accuracy per epoch"
-    figures = [
-        *_confusion_figures(evaluation, labels, out_dir),
-        _misclassified_figure(cfg.report.misclassified_count, evaluation, arrays, out_dir),
-        Figure("Training curves", plot_training_curves(metrics, out_dir / "curves.png", curves_title)),
-        _lr_figure(cfg, run_dir, out_dir),
-        _augmentation_figure(cfg, arrays, labels, out_dir),
-    ]
-    headline = _headline(evaluation.summary)
-    page_tables, table_files = _write_tables(evaluation, headline, out_dir, f"Classification report: {run_dir.name}")
-    facts = _facts(cfg, run_dir, checkpoint_path, evaluation.summary, checkpoint, len(metrics["epoch"]))
-    page = ReportPage(f"cifar report: {run_dir.name}", facts, headline, figures, page_tables, config_to_yaml(cfg))
-    index = write_report_html(page, out_dir / "index.html")
-    for path in [*written, *(f.path for f in figures), *table_files, index]:
+    paths = write_report(cfg, run_dir, checkpoint_path, checkpoint, arrays, labels)
+    for path in [*written, *paths]:
         typer.echo(f"wrote {path}")
-    console.print(f"open {index} in a browser (it is self-contained)", soft_wrap=True)
+    console.print(f"open {paths[-1]} in a browser (it is self-contained)", soft_wrap=True)
 
 
 def _score(
@@ -94,7 +58,7 @@ def _score(
     data = compose.build_data(cfg, device, progress=not quiet)
     run = compose.load_trained_model(checkpoint_path, cfg, device, checkpoint=checkpoint)
     summary, matrix, rows = evaluate_split(run, data, cfg.eval)
-    summary.update({"checkpoint": str(checkpoint_path), "epoch": int(checkpoint["epoch"]), "ema": False})
+    summary["ema"] = False
     written = write_evaluation(runs.run_dir_of(checkpoint_path), summary, matrix, rows, data.labels.class_names)
     return data.arrays, data.labels, written
 
@@ -121,152 +85,3 @@ def _evaluation_needed(run_dir: Path, cfg: ExperimentConfig) -> str:
     if scored != wanted:  # e.g. `cifar evaluate --set eval.split=val` left a validation score behind
         return f"the saved evaluation is of split={scored[0]}, tta_flip={scored[1]}, ema={scored[2]}"
     return ""
-
-
-def _read_evaluation(run_dir: Path, class_names: list[str]) -> Evaluation:
-    summary = fileio.read_json(run_dir / runs.EVALUATION_FILE)
-    names, matrix = tables.read_confusion_matrix(run_dir / runs.CONFUSION_FILE)
-    predictions = tables.read_predictions(run_dir / runs.PREDICTIONS_FILE, PREDICTION_COLUMNS)
-    if names != class_names:
-        raise UsageError(
-            f"{run_dir / runs.CONFUSION_FILE} names other classes than the run's data set ({len(names)} vs {len(class_names)})",
-            hint=f"delete {runs.EVALUATION_FILE}, {runs.CONFUSION_FILE} and {runs.PREDICTIONS_FILE}, then run cifar report again",
-        )
-    return Evaluation(summary, names, matrix, predictions)
-
-
-def _confusion_figures(evaluation: Evaluation, labels: compose.LabelSet, out_dir: Path) -> list[Figure]:
-    order, groups = None, None
-    if labels.fine_to_coarse is not None and labels.superclass_names is not None:  # CIFAR-100 fine labels
-        order = np.argsort(labels.fine_to_coarse, kind="stable")
-        groups = [labels.superclass_names[c] for c in labels.fine_to_coarse]
-    title = "Confusion matrix (row-normalised)" + (", classes grouped by superclass" if groups else "")
-    path = plot_confusion_matrix(
-        evaluation.matrix, evaluation.class_names, out_dir / "confusion_matrix.png", title, order, groups
-    )
-    figures = [Figure("Confusion matrix", path, "Each row shows where the images of one true class went.")]
-    superclass = evaluation.summary.get("superclass")
-    if superclass:
-        path = plot_confusion_matrix(
-            np.asarray(superclass["confusion_matrix"]), list(superclass["names"]),
-            out_dir / "superclass_confusion_matrix.png", "Superclass confusion matrix (row-normalised)",
-        )  # fmt: skip
-        figures.append(Figure("Superclass confusion matrix", path, "Fine-class probabilities summed into the 20 superclasses."))
-    return figures
-
-
-def _misclassified_figure(count: int, evaluation: Evaluation, arrays: CifarArrays, out_dir: Path) -> Figure:
-    picks = tables.select_misclassified(evaluation.predictions, count)
-    split = evaluation.summary.get("split", "test")
-    source = arrays.train_images if split == "val" else arrays.test_images  # val rows index the training set
-    indices = picks[:, tables.INDEX].astype(np.int64)
-    if len(indices) and indices.max() >= len(source):
-        raise UsageError(f"predictions.csv points past the {split} images ({indices.max()} >= {len(source)})",
-                         hint="delete the run's predictions.csv and run cifar report again")  # fmt: skip
-    names = evaluation.class_names
-    captions = [
-        f"true: {names[int(r[tables.TRUE])]} (p={_probability(r[tables.TRUE_PROBABILITY])})\n"
-        f"pred: {names[int(r[tables.PREDICTED])]} (p={_probability(r[tables.CONFIDENCE])})"
-        for r in picks
-    ]
-    title = f"The {_count(len(picks), 'most confidently wrong ' + split + ' image')} (p = the model's probability for that class)"
-    path = plot_image_grid(np.asarray(source)[indices], captions, out_dir / "misclassified.png", title)
-    return Figure("Most confidently misclassified", path, f"{split} split, sorted by the probability of the wrong prediction.")
-
-
-def _probability(p: float) -> str:
-    """Two decimals, or two significant digits below 0.1 so small probabilities stay distinct."""
-    return f"{p:.2f}" if p >= 0.1 else f"{p:.2g}"
-
-
-def _lr_figure(cfg: ExperimentConfig, run_dir: Path, out_dir: Path) -> Figure:
-    info = fileio.read_json(run_dir / runs.RUN_INFO_FILE)
-    steps = info.get("steps_per_epoch") if isinstance(info, dict) else None
-    if not isinstance(steps, int) or steps < 1:
-        raise UsageError(
-            f"{run_dir / runs.RUN_INFO_FILE} has no valid steps_per_epoch", hint="it is written by `cifar train`; restore it"
-        )
-    trace = lr_trace(cfg.schedule, cfg.optim.lr, steps, cfg.train.epochs)
-    title = f"Learning rate per step ({cfg.schedule.name}, {cfg.optim.name}, peak lr {cfg.optim.lr:g}, {steps} steps/epoch)"
-    return Figure("Learning-rate schedule", plot_lr_schedule(trace, steps, out_dir / "lr_schedule.png", title))
-
-
-def _augmentation_figure(cfg: ExperimentConfig, arrays: CifarArrays, labels: compose.LabelSet, out_dir: Path) -> Figure:
-    shown = list(range(min(labels.num_classes, MAX_AUGMENT_ROWS)))
-    train_indices, _ = stratified_split(labels.train, cfg.data.val_fraction, cfg.data.split_seed)
-    picks = tables.sample_per_class(labels.train, train_indices, shown, cfg.report.augment_images_per_class, cfg.train.seed)
-    originals = np.asarray(arrays.train_images)[np.concatenate(picks)]
-    augmented = augment_preview(originals, cfg.augment, cfg.train.seed).permute(0, 2, 3, 1).cpu().numpy()
-    bounds = np.cumsum([len(p) for p in picks])[:-1]
-    title = f"Training augmentations: {_augmentations_on(cfg)}\n{_count(cfg.report.augment_images_per_class, 'image')} per class"
-    if len(shown) < labels.num_classes:
-        title += f", first {len(shown)} of {labels.num_classes} classes"
-    path = plot_augmentation_rows(np.split(originals, bounds), np.split(augmented, bounds),
-                                  [labels.class_names[c] for c in shown], out_dir / "augmentations.png", title)  # fmt: skip
-    return Figure("Augmentations", path, "Each training image beside the copy the augmentation pipeline made of it.")
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" + ("" if number == 1 else "s")
-
-
-def _augmentations_on(cfg: ExperimentConfig) -> str:
-    a = cfg.augment
-    steps = [("crop", a.crop.enabled), ("flip", a.flip.enabled), ("rotation", a.rotation.enabled),
-             ("colour jitter", a.color_jitter.enabled), ("cutout", a.cutout.enabled)]  # fmt: skip
-    text = ", ".join(name for name, on in steps if on) or "none enabled"
-    if a.mix.mixup_alpha > 0 or a.mix.cutmix_alpha > 0:
-        text += "; MixUp/CutMix not shown"
-    return text
-
-
-def _headline(summary: dict[str, Any]) -> list[tuple[str, str]]:
-    rows = [
-        ("split", str(summary.get("split", "test"))),
-        ("images", f"{summary['num_images']:,}"),
-        ("top-1 accuracy", f"{summary['top1']:.2%}"),
-        ("top-5 accuracy", f"{summary['top5']:.2%}"),
-        ("loss", f"{summary['loss']:.4f}"),
-        ("macro F1", f"{summary['macro_f1']:.4f}"),
-        ("weighted F1", f"{summary['weighted_f1']:.4f}"),
-    ]
-    if "superclass" in summary:
-        rows.append(("superclass top-1", f"{summary['superclass']['top1']:.2%}"))
-    return rows
-
-
-def _write_tables(
-    evaluation: Evaluation, headline: list[tuple[str, str]], out_dir: Path, title: str
-) -> tuple[list[Table], list[Path]]:
-    """Write classification_report.csv/.md and most_confused.csv; return the page's tables and the paths."""
-    report = tables.classification_report(evaluation.matrix, evaluation.class_names)
-    pairs = tables.confused_pairs(evaluation.matrix, evaluation.class_names)
-    csv_path, md_path = out_dir / "classification_report.csv", out_dir / "classification_report.md"
-    pairs_path = out_dir / "most_confused.csv"
-    fileio.write_csv(csv_path, tables.REPORT_COLUMNS, ([row[c] for c in tables.REPORT_COLUMNS] for row in report))
-    fileio.write_csv(pairs_path, tables.PAIR_COLUMNS, ([row[c] for c in tables.PAIR_COLUMNS] for row in pairs))
-    fileio.write_text_atomic(md_path, tables.report_markdown(title, headline, report, pairs))
-    numeric = frozenset({"precision", "recall", "f1", "support", "images", "share_of_true_class"})
-    page_tables = [
-        Table("Per-class precision, recall and F1", tables.REPORT_COLUMNS,
-              tables.table_cells(report, tables.REPORT_COLUMNS), numeric),
-        Table("Most confused pairs", tables.PAIR_COLUMNS, tables.table_cells(pairs, tables.PAIR_COLUMNS), numeric,
-              "" if pairs else "No image was misclassified."),
-    ]  # fmt: skip
-    return page_tables, [csv_path, md_path, pairs_path]
-
-
-def _facts(
-    cfg: ExperimentConfig, run_dir: Path, checkpoint_path: Path, summary: dict, checkpoint: dict, epochs_done: int
-) -> list[tuple[str, str]]:
-    dataset = cfg.data.dataset + (f" ({cfg.data.label_mode} labels)" if cfg.data.dataset == "cifar100" else "")
-    scored = summary.get("checkpoint", str(checkpoint_path))
-    return [
-        ("run", run_dir.name),
-        ("data set", dataset),
-        ("model", cfg.model.name),
-        ("epochs trained", f"{epochs_done} of {cfg.train.epochs}"),
-        ("scored", f"{Path(scored).name} (epoch {summary.get('epoch', checkpoint['epoch'])})"),
-        ("weights", "EMA" if summary.get("ema") else "raw"),
-        ("flip TTA", "on" if summary.get("tta_flip") else "off"),
-    ]
