@@ -8,17 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The plain module under torch.compile (`_orig_mod`) and DataParallel/DDP (`.module`) wrappers."""
-    while True:
-        original = getattr(model, "_orig_mod", None)  # set by torch.compile's OptimizedModule
-        if isinstance(original, nn.Module):
-            model = original
-        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-        else:
-            return model
+from cifarcli.torchutil import unwrap_model
 
 
 class ModelEMA:

@@ -18,6 +18,7 @@ from cifarcli.models.resnet9 import resnet9
 from cifarcli.models.simple_cnn import simple_cnn
 from cifarcli.models.summary import ModelSummary, render_summary, summarize_model
 from cifarcli.models.torchvision_resnet import resnet18, resnet34, resnet50
+from cifarcli.torchutil import unwrap_model
 
 ModelBuilder = Callable[..., nn.Module]  # (num_classes: int, dropout: float = 0.0) -> nn.Module
 
@@ -45,17 +46,6 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
     if cfg.pretrained is not None:
         load_imagenet_backbone(model, cfg.pretrained, cfg.name)
     return model
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The model inside torch.compile / DataParallel / DistributedDataParallel wrappers."""
-    while True:
-        if hasattr(model, "_orig_mod"):  # torch.compile's OptimizedModule
-            model = model._orig_mod
-        elif isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-            model = model.module
-        else:
-            return model
 
 
 def head_module(model: nn.Module) -> nn.Linear:
