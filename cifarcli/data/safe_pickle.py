@@ -10,7 +10,9 @@ global before it is imported, so nothing outside this module is ever called.
 
 from __future__ import annotations
 
+import io
 import pickle
+import pickletools
 import re
 from typing import IO, Any
 
@@ -62,6 +64,22 @@ class ForbiddenGlobal(DataError):
     """A pickle named a global outside the allow-list; nothing was imported or called."""
 
 
+# EXT1/2/4 name a global by a number in copyreg's extension registry; the C unpickler serves a
+# number it has seen before from copyreg's cache without calling `find_class`, so they are
+# refused before loading (the official files never use them).
+_EXTENSION_OPCODES = frozenset({"EXT1", "EXT2", "EXT4"})
+
+
+def _refuse_extension_codes(data: bytes, source_name: str) -> None:
+    for opcode, argument, _ in pickletools.genops(data):
+        if opcode.name in _EXTENSION_OPCODES:
+            raise ForbiddenGlobal(
+                f"{source_name}: refusing to unpickle the forbidden global behind extension code {argument} "
+                "(CIFAR batch files only hold numpy arrays, lists and strings)",
+                hint="the file has been tampered with; delete the archive and download it again",
+            )
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An Unpickler that resolves only the globals CIFAR batch files use, to checked stand-ins."""
 
@@ -90,7 +108,9 @@ def load_batch(stream: IO[bytes], source_name: str) -> dict[bytes, Any]:
     Raises DataError naming `source_name` for a forbidden global or an unreadable file.
     """
     try:
-        loaded = RestrictedUnpickler(stream, source_name).load()
+        data = stream.read()
+        _refuse_extension_codes(data, source_name)
+        loaded = RestrictedUnpickler(io.BytesIO(data), source_name).load()
     except DataError:
         raise
     except Exception as exc:  # any malformed pickle or damaged stream: never trusted, always reported
