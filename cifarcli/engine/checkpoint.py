@@ -48,16 +48,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint safely (weights only) or raise CheckpointError naming the file and the fix."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}", hint="pass a run folder or a .pt file written by `cifar train`")
+    _check_crc(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+    except Exception as exc:  # torch.load raises many types for bad bytes (RuntimeError, IndexError, KeyError, ...)
+        if isinstance(exc, pickle.UnpicklingError) and _needs_code(exc):
             raise CheckpointError(
                 f"refused to load {path}: it needs arbitrary code to unpickle, which may be unsafe",
                 hint="only load checkpoints written by `cifar train`; re-train or re-export the weights",
             ) from exc
-        raise _damaged(path, exc) from exc
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, KeyError) as exc:
         raise _damaged(path, exc) from exc
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
         raise CheckpointError(
@@ -69,8 +68,30 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def _check_crc(path: Path) -> None:
+    """torch.load does not verify the zip's CRC-32s, so a flipped bit in a tensor would load silently."""
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # legacy (non-zip) format, or garbage that torch.load reports below
+        with zipfile.ZipFile(path) as archive:
+            bad_member = archive.testzip()
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, NotImplementedError) as exc:
+        raise _damaged(path, exc) from exc
+    if bad_member is not None:
+        raise _damaged(path, ValueError(f"CRC-32 mismatch in {bad_member}"))
+
+
+def _needs_code(exc: pickle.UnpicklingError) -> bool:
+    """torch's weights-only unpickler names the global or call it will not run; bytes that are no
+    pickle at all (a text file, a truncated legacy file) fail on an unknown opcode instead."""
+    text = str(exc)
+    return "Unsupported operand" not in text and ("weights_only" in text or "Unsupported global" in text)
+
+
 def _damaged(path: Path, exc: BaseException) -> CheckpointError:
-    detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    detail = next((line for line in lines if line.startswith("Unsupported operand")), lines[0] if lines else type(exc).__name__)
+    detail = detail[:160]
     return CheckpointError(
         f"checkpoint {path} is damaged or truncated ({detail})",
         hint="resume from the other checkpoint in the same folder (last.pt / best.pt) or re-run `cifar train`",
