@@ -58,6 +58,12 @@ def _tarfile_filter_problem(member: tarfile.TarInfo, archive: Path) -> str | Non
     return None
 
 
+def _first_line(exc: BaseException) -> str:
+    """tarfile's "r:*" errors list every method tried, one per line; an error message is one line."""
+    lines = [line.strip().rstrip(":") for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
 class SafeTarReader:
     """An open tar archive whose members have all been checked; read them with `open_member`."""
 
@@ -67,7 +73,7 @@ class SafeTarReader:
             self._tar = tarfile.open(self.archive, mode="r:*")
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise DataError(
-                f"cannot open archive {self.archive}: {exc}",
+                f"cannot open archive {self.archive}: {_first_line(exc)}",
                 hint="the file is not a readable .tar.gz; delete it and download it again",
             ) from exc
         try:
@@ -92,7 +98,7 @@ class SafeTarReader:
                 members[member.name.rstrip("/")] = member
         except (tarfile.TarError, OSError, EOFError) as exc:
             raise DataError(
-                f"archive {self.archive} is damaged: {exc}",
+                f"archive {self.archive} is damaged: {_first_line(exc)}",
                 hint="delete it and download it again",
             ) from exc
         return members

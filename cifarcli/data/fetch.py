@@ -139,9 +139,11 @@ def fetch_archive(
     attempts, and resume a partial `.part` file with an HTTP Range request.
     """
     destination = Path(destination)
+    local = local_source_path(source)
+    if local is not None:
+        _require_local_file(local)  # before creating anything: a typo in --source leaves no folder behind
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = partial_path(destination)
-    local = local_source_path(source)
     if local is None:
         _download(source, part, timeout_s, retries, backoff_base_s, progress)
     else:
@@ -193,12 +195,15 @@ def retry_delay_s(attempt: int, backoff_base_s: float) -> float:
     return backoff_base_s * 2**attempt
 
 
-def _copy_local(path: Path, part: Path, progress: bool) -> None:
+def _require_local_file(path: Path) -> None:
     if not path.is_file():
         raise UsageError(
             f"source archive not found: {path}",
             hint="check the path given to --source (data.source), or leave it out to download the official archive",
         )
+
+
+def _copy_local(path: Path, part: Path, progress: bool) -> None:
     try:
         with open(path, "rb") as source, _open_part(part, "wb") as out, TransferProgress(
             f"copying {path.name}", enabled=progress
