@@ -37,6 +37,18 @@ class StepSettings:
     autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext
 
 
+@dataclass(frozen=True)
+class EpochTotals:
+    """Sums over the finished steps of the current epoch, kept across an interruption so that a
+    resumed epoch reports the same loss and accuracy as an uninterrupted one."""
+
+    loss_sum: float = 0.0  # sum over steps of loss * images
+    correct: int = 0
+    images: int = 0
+    skipped_steps: int = 0
+    seconds: float = 0.0
+
+
 @dataclass
 class TrainState:
     """Everything a resumable run carries from step to step."""
@@ -49,6 +61,7 @@ class TrainState:
     ema: Optional[ModelEMA] = None
     epoch: int = 0  # completed epochs
     batch_in_epoch: int = 0  # batches already done in the current epoch (after an interruption)
+    epoch_totals: EpochTotals = field(default_factory=EpochTotals)  # their sums (after an interruption)
     global_step: int = 0
     best_val_accuracy: float = -1.0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -88,10 +101,11 @@ def train_one_epoch(
     Stops early, with `interrupted=True`, when `should_stop()` turns true between steps.
     """
     state.forward.train()
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    correct = torch.zeros((), dtype=torch.int64)
-    images = 0
-    skipped = 0
+    carried = state.epoch_totals if state.batch_in_epoch else EpochTotals()
+    loss_sum = torch.tensor(carried.loss_sum, dtype=torch.float64)
+    correct = torch.tensor(carried.correct, dtype=torch.int64)
+    images = carried.images
+    skipped = carried.skipped_steps
     done = state.batch_in_epoch
     started = time.perf_counter()
     for inputs, targets in batches:
@@ -107,8 +121,10 @@ def train_one_epoch(
                 on_step(state.global_step, loss, state.lr)
         if should_stop():
             break
-    seconds = time.perf_counter() - started
+    seconds = carried.seconds + (time.perf_counter() - started)
     interrupted = should_stop()
+    # An interrupted epoch's sums go into the checkpoint; a finished epoch leaves nothing to carry.
+    state.epoch_totals = EpochTotals(float(loss_sum), int(correct), images, skipped, seconds) if interrupted else EpochTotals()
     return EpochStats(
         loss=float(loss_sum) / images if images else math.nan,
         accuracy=float(correct) / images if images else math.nan,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import signal
@@ -14,8 +15,8 @@ import torch
 from torch import nn
 
 from cifarcli.engine.checkpoint import capture_rng_state, copy_checkpoint, restore_rng_state, save_checkpoint
-from cifarcli.engine.loop import Batches, EpochStats, Predictions, StepSettings, TrainState, predict, train_one_epoch
-from cifarcli.errors import Interrupted
+from cifarcli.engine.loop import Batches, EpochStats, EpochTotals, Predictions, StepSettings, TrainState, predict, train_one_epoch
+from cifarcli.errors import Interrupted, RunError
 from cifarcli.fileio import write_csv
 
 METRIC_COLUMNS = [
@@ -102,6 +103,7 @@ def checkpoint_state(state: TrainState, extra: dict[str, Any]) -> dict[str, Any]
         "ema": state.ema.state_dict() if state.ema is not None else None,
         "epoch": state.epoch,
         "batch_in_epoch": state.batch_in_epoch,
+        "epoch_totals": dataclasses.asdict(state.epoch_totals),
         "global_step": state.global_step,
         "best_val_accuracy": state.best_val_accuracy,
         "history": state.history,
@@ -120,6 +122,7 @@ def restore_train_state(state: TrainState, saved: dict[str, Any]) -> None:
         state.ema.load_state_dict(saved["ema"])
     state.epoch = int(saved["epoch"])
     state.batch_in_epoch = int(saved.get("batch_in_epoch", 0))
+    state.epoch_totals = EpochTotals(**(saved.get("epoch_totals") or {}))
     state.global_step = int(saved["global_step"])
     state.best_val_accuracy = float(saved["best_val_accuracy"])
     state.history = list(saved.get("history", []))
@@ -189,10 +192,12 @@ def fit(
             state.batch_in_epoch = 0
             state.epoch = epoch + 1
             row, is_best = _finish_epoch(state, stats, val_loader, settings)
-            write_csv(files.metrics_csv, METRIC_COLUMNS, ([r[c] for c in METRIC_COLUMNS] for r in state.history))
-            save_checkpoint(last, checkpoint_state(state, checkpoint_extra))
-            if is_best:
-                copy_checkpoint(last, best)
+            _write_metrics(files.metrics_csv, state.history)
+            if is_best:  # best.pt first: a kill before last.pt replays this epoch, which writes both again
+                save_checkpoint(best, checkpoint_state(state, checkpoint_extra))
+                copy_checkpoint(best, last)
+            else:
+                save_checkpoint(last, checkpoint_state(state, checkpoint_extra))
             callbacks.on_epoch_end(row, is_best)
     callbacks.on_train_end()
     return FitResult(last_checkpoint=last, best_checkpoint=best if best.exists() else last, history=state.history)
@@ -224,6 +229,17 @@ def _finish_epoch(
     if is_best:
         state.best_val_accuracy = score
     return row, is_best
+
+
+def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:
+    """Rewrite metrics.csv from the history; a full disk is a RunError, like a failed checkpoint write."""
+    try:
+        write_csv(path, METRIC_COLUMNS, ([row[c] for c in METRIC_COLUMNS] for row in history))
+    except OSError as exc:
+        raise RunError(
+            f"cannot write {path}: {exc.strerror or exc}",
+            hint="free disk space or make the run folder writable; the previous checkpoint is intact",
+        ) from exc
 
 
 def _or_nan(predictions: Optional[Predictions], attribute: str) -> float:
