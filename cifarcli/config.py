@@ -262,6 +262,20 @@ def resolve_config_path(path: Path | None) -> Path:
     )
 
 
+def _printable(text: str) -> str:
+    """`text` fit for a one-line message: as is, or its repr when it holds a newline or another control character."""
+    return text if text.isprintable() else repr(text)
+
+
+def _dotted(parts: Any) -> str:
+    """A key path for a message, `optim.lr`; a key with a control character in it is shown as its repr."""
+    return _printable(".".join(str(p) for p in parts))
+
+
+# What `yaml.safe_load` raises besides YAMLError: a tag whose text does not convert, e.g. `!!float x`.
+_YAML_VALUE_ERRORS = (ValueError, TypeError, OverflowError)
+
+
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
     """Parse a YAML file with the safe loader; it must hold a mapping (or be empty)."""
     try:
@@ -273,10 +287,13 @@ def read_yaml_mapping(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = _printable(getattr(exc, "problem", None) or str(exc).splitlines()[0])
         if isinstance(exc, yaml.constructor.ConstructorError):
             raise ConfigError(f"{where}: YAML tag refused ({problem})", hint="configs hold plain values only; remove the !! tag") from exc
         raise ConfigError(f"{where}: YAML syntax error: {problem}", hint="fix the YAML at that line") from exc
+    except _YAML_VALUE_ERRORS as exc:
+        raise ConfigError(f"{path}: a YAML value cannot be converted ({_printable(str(exc))})",
+                          hint="quote the value or drop its !! tag") from exc
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -295,8 +312,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {text!r}: empty part in the dotted key {key!r}, e.g. --set optim.lr=0.01")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML; quote strings, write lists as [1, 2]") from exc
+    except (yaml.YAMLError, *_YAML_VALUE_ERRORS) as exc:
+        raise ConfigError(f"--set {_dotted(parts)}: value {raw!r} is not valid YAML; quote strings, write lists as [1, 2]") from exc
     return parts, value
 
 
@@ -306,8 +323,7 @@ def apply_override(tree: dict[str, Any], parts: list[str], value: Any) -> None:
     for depth, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            dotted = ".".join(parts[: depth + 1])
-            raise ConfigError(f"--set {'.'.join(parts)}: {dotted} is a value, not a section")
+            raise ConfigError(f"--set {_dotted(parts)}: {_dotted(parts[: depth + 1])} is a value, not a section")
         node = child
     node[parts[-1]] = value
 
@@ -325,12 +341,12 @@ def _field_names_at(loc: tuple[Any, ...]) -> list[str]:
 
 def _describe(error: dict[str, Any]) -> str:
     loc = tuple(p for p in error["loc"])
-    dotted = ".".join(str(p) for p in loc)
+    dotted = _dotted(loc)
     kind = error["type"]
     if kind == "extra_forbidden":
         valid = _field_names_at(loc)
         close = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-        guess = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])}?" if close else ""
+        guess = f"; did you mean {_dotted([*loc[:-1], close[0]])}?" if close else ""
         return f"{dotted}: unknown key{guess} (valid keys here: {', '.join(valid)})"
     message = error["msg"]
     if message.startswith("Value error, "):
