@@ -365,7 +365,7 @@ def test_nan_loss_stops_at_once_naming_epoch_and_step_and_keeps_the_last_good_ch
 def test_out_of_gpu_memory_in_training_names_the_batch_size(
     cifar10_data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_step = loop_module.optimisation_step
+    real_step = loop_module.device_step
     calls = []
 
     def step_then_oom(*args, **kwargs):
@@ -374,7 +374,7 @@ def test_out_of_gpu_memory_in_training_names_the_batch_size(
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(loop_module, "optimisation_step", step_then_oom)
+    monkeypatch.setattr(loop_module, "device_step", step_then_oom)
     writes = CheckpointWrites(monkeypatch)
     result = train(cifar10_data_root, tmp_path)
     FAULTS["CUDA OOM"] += 1

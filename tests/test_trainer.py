@@ -199,3 +199,47 @@ def test_overfit_fixed_batches_reaches_full_training_accuracy(tmp_path: Path) ->
     fit(state, train, val, settings, files(tmp_path), {"config": {}})
     assert state.global_step == 40  # one fixed batch per epoch
     assert state.history[-1]["train_accuracy"] >= 0.99
+
+
+def test_epoch_hook_runs_after_train_mode_so_frozen_norms_stay_fixed(tmp_path: Path) -> None:
+    state = new_state(4, 1)
+    norm = state.model[1]
+    before = norm.running_mean.clone()
+
+    def freeze_norm(epoch: int, model: nn.Module) -> None:
+        assert model.training  # fit put the model in train mode first
+        model[1].eval()
+
+    train, val = loaders()
+    settings = FitSettings(epochs=1, step=StepSettings(), before_epoch=freeze_norm)
+    fit(state, train, val, settings, files(tmp_path), {"config": {}})
+    assert torch.equal(norm.running_mean, before)
+
+
+class RecordSteps(TrainCallbacks):
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+
+    def on_step(self, step: int, loss: float, lr: float) -> None:
+        assert math.isfinite(loss)
+        self.steps.append(step)
+
+
+def test_loss_is_read_back_every_few_steps_only(tmp_path: Path) -> None:
+    recorder = RecordSteps()
+    run(new_state(4, 2), tmp_path, epochs=2, callbacks=recorder, sync_every_steps=3)
+    assert recorder.steps == [3, 6]  # 8 steps in all, read at multiples of 3
+
+
+def test_sparse_reads_still_name_the_first_nonfinite_step(tmp_path: Path) -> None:
+    state = new_state(4, 2)
+    poisoned = PoisonFromEpoch(state.model)
+    state.forward = poisoned
+
+    class PoisonAtStep(TrainCallbacks):
+        def on_step(self, step: int, loss: float, lr: float) -> None:
+            poisoned.poisoned = True  # from the step after the first read (step 3) on
+
+    with pytest.raises(NonFiniteLoss) as info:
+        run(state, tmp_path, epochs=2, callbacks=PoisonAtStep(), sync_every_steps=3)
+    assert "loss became nan at epoch 1, step 4" in info.value.message

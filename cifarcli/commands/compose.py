@@ -140,6 +140,7 @@ def step_settings(cfg: ExperimentConfig, device: torch.device) -> StepSettings:
         grad_clip_value=cfg.train.grad_clip_value,
         skip_nonfinite=cfg.train.nonfinite_loss == "skip",
         autocast=run_autocast(cfg, device),
+        sync_every_steps=cfg.train.log_every_steps,
     )
 
 
@@ -151,8 +152,7 @@ def backbone_freezer(freeze_epochs: int) -> Optional[Callable[[int, nn.Module], 
     def before_epoch(epoch: int, model: nn.Module) -> None:
         frozen = epoch < freeze_epochs
         set_backbone_trainable(model, not frozen)
-        model.train()
-        if frozen:
+        if frozen and model.training:  # called after model.train(): keep frozen BatchNorm statistics fixed
             freeze_norm_stats(model)
 
     return before_epoch

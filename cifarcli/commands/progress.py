@@ -42,10 +42,12 @@ class TrainingDisplay(TrainCallbacks):
         self.started = time.perf_counter()
         self.epoch_started = self.started
         self.loss_ema = math.nan
-        self.steps_in_epoch = 0
+        self.state: Optional[TrainState] = None
+        self.epoch_base_step = 0  # global step before the epoch's first batch
+        self.first_reported_step = 0  # global step when this process started the epoch
 
     def on_train_start(self, state: TrainState, epochs: int, steps_per_epoch: int) -> None:
-        self.epochs, self.first_epoch = epochs, state.epoch
+        self.epochs, self.first_epoch, self.state = epochs, state.epoch, state
         self.started = time.perf_counter()
         if self.live:
             self.progress = Progress(
@@ -57,7 +59,9 @@ class TrainingDisplay(TrainCallbacks):
 
     def on_epoch_start(self, epoch: int, steps: int) -> None:
         self.epoch_started = time.perf_counter()
-        self.steps_in_epoch = 0
+        if self.state is not None:  # a resumed epoch starts part-way through
+            self.first_reported_step = self.state.global_step
+            self.epoch_base_step = self.state.global_step - self.state.batch_in_epoch
         self.loss_ema = math.nan
         if self.progress is not None:
             if self.task is not None:
@@ -66,12 +70,13 @@ class TrainingDisplay(TrainCallbacks):
             self.task = self.progress.add_task("train", total=steps, epoch=label, loss="-", lr="-", speed="-")
 
     def on_step(self, step: int, loss: float, lr: float) -> None:
-        self.steps_in_epoch += 1
+        """Called every few steps (train.log_every_steps), with the global step just finished."""
         self.loss_ema = loss if math.isnan(self.loss_ema) else 0.9 * self.loss_ema + 0.1 * loss
         if self.progress is not None and self.task is not None:
             elapsed = time.perf_counter() - self.epoch_started
-            speed = self.steps_in_epoch * self.batch_size / elapsed if elapsed > 0 else 0.0
-            self.progress.update(self.task, advance=1, loss=f"{self.loss_ema:.4f}", lr=f"{lr:.3g}", speed=f"{speed:,.0f}")
+            speed = (step - self.first_reported_step) * self.batch_size / elapsed if elapsed > 0 else 0.0
+            self.progress.update(self.task, completed=step - self.epoch_base_step, loss=f"{self.loss_ema:.4f}",
+                                 lr=f"{lr:.3g}", speed=f"{speed:,.0f}")  # fmt: skip
 
     def on_epoch_end(self, row: dict[str, float], is_best: bool) -> None:
         done = int(row["epoch"])

@@ -35,6 +35,10 @@ class StepSettings:
     grad_clip_value: Optional[float] = None
     skip_nonfinite: bool = False
     autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext
+    # Read the loss back from the device (check it is finite, report it) every this many steps.
+    # Reading waits for the device, so on a GPU a larger value keeps it busy; skip_nonfinite
+    # must look at every step's loss and so reads every step.
+    sync_every_steps: int = 1
 
 
 @dataclass(frozen=True)
@@ -98,36 +102,52 @@ def train_one_epoch(
 ) -> EpochStats:
     """Run the optimisation steps of one epoch (from `state.batch_in_epoch` on) and return its stats.
 
-    Stops early, with `interrupted=True`, when `should_stop()` turns true between steps.
+    The model must already be in train mode (the caller may keep some layers in eval mode).
+    Losses and hits are summed on the device and read back every `settings.sync_every_steps`
+    steps, where a NaN/inf loss raises NonFiniteLoss naming the first bad step and `on_step`
+    reports the current loss. Stops early, with `interrupted=True`, when `should_stop()` turns
+    true between steps.
     """
-    state.forward.train()
     carried = state.epoch_totals if state.batch_in_epoch else EpochTotals()
-    loss_sum = torch.tensor(carried.loss_sum, dtype=torch.float64)
-    correct = torch.tensor(carried.correct, dtype=torch.int64)
-    images = carried.images
-    skipped = carried.skipped_steps
-    done = state.batch_in_epoch
+    device = next(state.model.parameters()).device
+    loss_sum = torch.tensor(carried.loss_sum, dtype=torch.float64, device=device)
+    correct = torch.tensor(carried.correct, dtype=torch.int64, device=device)
+    first_bad_step = torch.tensor(-1, dtype=torch.int64, device=device)
+    first_bad_loss = torch.zeros((), dtype=torch.float32, device=device)
+    images, skipped, done = carried.images, carried.skipped_steps, state.batch_in_epoch
     started = time.perf_counter()
+    every = 1 if settings.skip_nonfinite else max(1, settings.sync_every_steps)
     for inputs, targets in batches:
-        loss, hits = optimisation_step(state, inputs, targets, settings)
+        if settings.skip_nonfinite:
+            value, hits = optimisation_step(state, inputs, targets, settings)
+            loss = None if value is None else torch.tensor(value, dtype=torch.float64, device=device)
+        else:
+            loss, hits = device_step(state, inputs, targets, settings)
+            newly_bad = (first_bad_step < 0) & ~torch.isfinite(loss)
+            first_bad_loss = torch.where(newly_bad, loss.float(), first_bad_loss)
+            first_bad_step.masked_fill_(newly_bad, state.global_step)
         done += 1
         if loss is None:
             skipped += 1
         else:
-            loss_sum += loss * inputs.shape[0]
+            loss_sum += loss.double() * inputs.shape[0]
             correct += hits
             images += inputs.shape[0]
-            if on_step is not None:
-                on_step(state.global_step, loss, state.lr)
+        if state.global_step % every == 0:
+            _raise_if_nonfinite(state, first_bad_step, first_bad_loss)
+            if on_step is not None and loss is not None:
+                on_step(state.global_step, float(loss), state.lr)
         if should_stop():
             break
+    _raise_if_nonfinite(state, first_bad_step, first_bad_loss)
     seconds = carried.seconds + (time.perf_counter() - started)
     interrupted = should_stop()
+    totals = EpochTotals(float(loss_sum), int(correct), images, skipped, seconds)
     # An interrupted epoch's sums go into the checkpoint; a finished epoch leaves nothing to carry.
-    state.epoch_totals = EpochTotals(float(loss_sum), int(correct), images, skipped, seconds) if interrupted else EpochTotals()
+    state.epoch_totals = totals if interrupted else EpochTotals()
     return EpochStats(
-        loss=float(loss_sum) / images if images else math.nan,
-        accuracy=float(correct) / images if images else math.nan,
+        loss=totals.loss_sum / images if images else math.nan,
+        accuracy=totals.correct / images if images else math.nan,
         images=images,
         seconds=seconds,
         batches_done=done,
@@ -136,29 +156,34 @@ def train_one_epoch(
     )
 
 
-def optimisation_step(
+def _raise_if_nonfinite(state: TrainState, first_bad_step: torch.Tensor, first_bad_loss: torch.Tensor) -> None:
+    step = int(first_bad_step)
+    if step >= 0:
+        raise _nonfinite_error(state, float(first_bad_loss), step)
+
+
+def _nonfinite_error(state: TrainState, value: object, step: int) -> NonFiniteLoss:
+    return NonFiniteLoss(
+        f"loss became {value} at epoch {state.epoch + 1}, step {step} (lr {state.lr:.3g})",
+        hint="lower optim.lr, switch train.amp from fp16 to bf16, or set train.grad_clip_norm; "
+        "the last good checkpoint is intact (train.nonfinite_loss=skip skips such steps)",
+    )
+
+
+def _forward_loss(
     state: TrainState, inputs: torch.Tensor, targets: torch.Tensor, settings: StepSettings
-) -> tuple[Optional[float], int]:
-    """One step; returns (loss, correct predictions), or (None, 0) for a skipped non-finite step."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and the training loss (label smoothing, L1) of one batch."""
     with settings.autocast():
         logits = state.forward(inputs)
         loss = classification_loss(logits, targets, settings.label_smoothing)
     if settings.l1_weight > 0:
         loss = loss + settings.l1_weight * l1_penalty(state.model)
-    loss_value = float(loss.detach())
-    if not math.isfinite(loss_value):
-        if not settings.skip_nonfinite:
-            raise NonFiniteLoss(
-                f"loss became {loss_value} at epoch {state.epoch + 1}, step {state.global_step + 1} (lr {state.lr:.3g})",
-                hint="lower optim.lr, switch train.amp from fp16 to bf16, or set train.grad_clip_norm; "
-                "the last good checkpoint is intact (train.nonfinite_loss=skip skips such steps)",
-            )
-        state.optimizer.zero_grad(set_to_none=True)
-        with warnings.catch_warnings():  # the schedule advances on purpose, though no update happened
-            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
-            state.scheduler.step()
-        state.global_step += 1
-        return None, 0
+    return logits, loss
+
+
+def _update(state: TrainState, loss: torch.Tensor, settings: StepSettings) -> None:
+    """Backward, clip, optimizer and scheduler step, EMA: everything after the loss."""
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
     clip_gradients(
@@ -170,9 +195,40 @@ def optimisation_step(
     if state.ema is not None:
         state.ema.update(state.model)
     state.global_step += 1
+
+
+def _hits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     hard_targets = targets if targets.ndim == 1 else targets.argmax(dim=1)
-    hits = int((logits.detach().argmax(dim=1) == hard_targets).sum())
-    return loss_value, hits
+    return (logits.detach().argmax(dim=1) == hard_targets).sum()
+
+
+def device_step(
+    state: TrainState, inputs: torch.Tensor, targets: torch.Tensor, settings: StepSettings
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step that reads nothing back from the device: returns the detached loss and the hits as tensors."""
+    logits, loss = _forward_loss(state, inputs, targets, settings)
+    _update(state, loss, settings)
+    return loss.detach(), _hits(logits, targets)
+
+
+def optimisation_step(
+    state: TrainState, inputs: torch.Tensor, targets: torch.Tensor, settings: StepSettings
+) -> tuple[Optional[float], int]:
+    """One step that checks the loss first: returns (loss, correct predictions), or (None, 0) for a
+    skipped non-finite step (with `settings.skip_nonfinite`; otherwise NonFiniteLoss is raised)."""
+    logits, loss = _forward_loss(state, inputs, targets, settings)
+    loss_value = float(loss.detach())
+    if not math.isfinite(loss_value):
+        if not settings.skip_nonfinite:
+            raise _nonfinite_error(state, loss_value, state.global_step + 1)
+        state.optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():  # the schedule advances on purpose, though no update happened
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+            state.scheduler.step()
+        state.global_step += 1
+        return None, 0
+    _update(state, loss, settings)
+    return loss_value, int(_hits(logits, targets))
 
 
 @dataclass(frozen=True)
@@ -204,14 +260,14 @@ def predict(
     model.eval()
     probabilities: list[torch.Tensor] = []
     targets: list[torch.Tensor] = []
-    loss_sum = 0.0
+    loss_sum = torch.zeros((), dtype=torch.float64)
     try:
         for inputs, labels in batches:
             with autocast():
                 logits = model(inputs).float()
                 if tta_flip:
                     logits = (logits + model(torch.flip(inputs, dims=[3])).float()) / 2
-            loss_sum += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            loss_sum = loss_sum.to(logits.device) + torch.nn.functional.cross_entropy(logits, labels, reduction="sum").double()
             probabilities.append(torch.softmax(logits, dim=1).cpu())
             targets.append(labels.cpu())
     finally:
@@ -219,4 +275,4 @@ def predict(
     if not targets:
         return Predictions(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), math.nan)
     all_targets = torch.cat(targets).numpy().astype(np.int64)
-    return Predictions(torch.cat(probabilities).numpy().astype(np.float32), all_targets, loss_sum / len(all_targets))
+    return Predictions(torch.cat(probabilities).numpy().astype(np.float32), all_targets, float(loss_sum) / len(all_targets))

@@ -172,6 +172,7 @@ def fit(
     callbacks.on_train_start(state, settings.epochs, steps_per_epoch)
     with StopRequest() as stop:
         for epoch in range(state.epoch, settings.epochs):
+            state.forward.train()  # before the hook, which may put frozen norm layers back in eval mode
             if settings.before_epoch is not None:
                 settings.before_epoch(epoch, state.model)
             train_loader.set_epoch(epoch)
