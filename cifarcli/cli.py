@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import sys
 from typing import Annotated, Any, Callable
 
@@ -28,6 +29,12 @@ def debug_enabled() -> bool:
     return os.environ.get("CIFAR_DEBUG", "") not in ("", "0")
 
 
+def one_line(text: str) -> str:
+    """`text` as one printable line: newlines become spaces, control characters are escaped."""
+    flat = " ".join(str(text).split("\n"))
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in flat)
+
+
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a command so a CifarError becomes `error: ...` on stderr and its exit code."""
 
@@ -38,9 +45,9 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except CifarError as exc:
             if debug_enabled():
                 raise
-            typer.echo(f"error: {exc.message}", err=True)
+            typer.echo(f"error: {one_line(exc.message)}", err=True)
             if exc.hint:
-                typer.echo(f"hint: {exc.hint}", err=True)
+                typer.echo(f"hint: {one_line(exc.hint)}", err=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             if debug_enabled():
@@ -91,9 +98,15 @@ def _register_all() -> None:
 _register_all()
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM outside training ends like Ctrl-C: "error: interrupted", exit 130
+
+
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _terminate)  # `cifar train` installs its own while it trains
     try:
         app()
     except KeyboardInterrupt:
+        typer.echo("error: interrupted", err=True)
         sys.exit(130)
