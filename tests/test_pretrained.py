@@ -123,7 +123,7 @@ def test_pickled_code_is_refused_and_never_runs(tmp_path: Path) -> None:
 def test_garbage_file_is_not_a_weights_file(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "garbage.pth"
     path.write_bytes(content)
-    with pytest.raises(CheckpointError, match=r"garbage\.pth is not a PyTorch weights file"):
+    with pytest.raises(CheckpointError, match=r"pretrained weights file .*garbage\.pth is damaged or truncated"):
         build_model(ModelConfig(name="resnet18", pretrained=path), num_classes=10)
 
 
@@ -178,3 +178,13 @@ def test_guess_resnet_name_from_keys(depth: int) -> None:
         keys = list(meta[depth]().state_dict())
     assert guess_resnet_name(keys) == f"resnet{depth}"
     assert guess_resnet_name(["fc.weight"]) is None
+
+
+def test_a_flipped_bit_in_a_weights_file_is_caught(resnet18_file: tuple[Path, dict[str, torch.Tensor]], tmp_path: Path) -> None:
+    path, _ = resnet18_file
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # inside a tensor's bytes: torch.load alone would not notice
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"damaged or truncated \(CRC-32 mismatch"):
+        build_model(ModelConfig(name="resnet18", pretrained=damaged), num_classes=10)

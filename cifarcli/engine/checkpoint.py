@@ -8,8 +8,6 @@ history and the resolved config.
 from __future__ import annotations
 
 import io
-import pickle
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import torch
 
 from cifarcli.errors import CheckpointError, RunError
 from cifarcli.fileio import write_atomic
+from cifarcli.torchutil import load_tensor_file
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "epoch", "config")
@@ -48,16 +47,11 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint safely (weights only) or raise CheckpointError naming the file and the fix."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}", hint="pass a run folder or a .pt file written by `cifar train`")
-    _check_crc(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load raises many types for bad bytes (RuntimeError, IndexError, KeyError, ...)
-        if isinstance(exc, pickle.UnpicklingError) and _needs_code(exc):
-            raise CheckpointError(
-                f"refused to load {path}: it needs arbitrary code to unpickle, which may be unsafe",
-                hint="only load checkpoints written by `cifar train`; re-train or re-export the weights",
-            ) from exc
-        raise _damaged(path, exc) from exc
+    state = load_tensor_file(
+        path, "checkpoint",
+        damaged_hint="resume from the other checkpoint in the same folder (last.pt / best.pt) or re-run `cifar train`",
+        unsafe_hint="only load checkpoints written by `cifar train`; re-train or re-export the weights",
+    )  # fmt: skip
     if not isinstance(state, dict) or any(key not in state for key in REQUIRED_KEYS):
         raise CheckpointError(
             f"{path} is not a cifar checkpoint (missing {', '.join(k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state)})",
@@ -66,36 +60,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     if state["format_version"] != FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format {state['format_version']}, this cifar reads {FORMAT_VERSION}")
     return state
-
-
-def _check_crc(path: Path) -> None:
-    """torch.load does not verify the zip's CRC-32s, so a flipped bit in a tensor would load silently."""
-    try:
-        if not zipfile.is_zipfile(path):
-            return  # legacy (non-zip) format, or garbage that torch.load reports below
-        with zipfile.ZipFile(path) as archive:
-            bad_member = archive.testzip()
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile, NotImplementedError) as exc:
-        raise _damaged(path, exc) from exc
-    if bad_member is not None:
-        raise _damaged(path, ValueError(f"CRC-32 mismatch in {bad_member}"))
-
-
-def _needs_code(exc: pickle.UnpicklingError) -> bool:
-    """torch's weights-only unpickler names the global or call it will not run; bytes that are no
-    pickle at all (a text file, a truncated legacy file) fail on an unknown opcode instead."""
-    text = str(exc)
-    return "Unsupported operand" not in text and ("weights_only" in text or "Unsupported global" in text)
-
-
-def _damaged(path: Path, exc: BaseException) -> CheckpointError:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    detail = next((line for line in lines if line.startswith("Unsupported operand")), lines[0] if lines else type(exc).__name__)
-    detail = detail[:160]
-    return CheckpointError(
-        f"checkpoint {path} is damaged or truncated ({detail})",
-        hint="resume from the other checkpoint in the same folder (last.pt / best.pt) or re-run `cifar train`",
-    )
 
 
 def capture_rng_state() -> dict[str, Any]:

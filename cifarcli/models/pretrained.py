@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from cifarcli.errors import CheckpointError
+from cifarcli.torchutil import load_tensor_file
 
 HEAD_KEYS = ("fc.weight", "fc.bias")
 STEM_KEY = "conv1.weight"
@@ -44,20 +45,11 @@ def read_weights_file(path: Path) -> dict[str, torch.Tensor]:
         )
     if not path.is_file():
         raise CheckpointError(f"pretrained weights path is not a file: {path}; set model.pretrained to a .pth file")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except OSError as exc:
-        raise CheckpointError(f"cannot read pretrained weights file {path}: {exc.strerror or exc}") from exc
-    except Exception as exc:  # torch.load raises many types (KeyError, RuntimeError, ...) for bad files
-        if "weights only load failed" in str(exc).lower():
-            raise CheckpointError(
-                f"refused to load {path}: it holds Python objects besides tensors, which may contain "
-                "arbitrary code; use a file saved with torch.save(model.state_dict(), path)"
-            ) from exc
-        raise CheckpointError(
-            f"{path} is not a PyTorch weights file or is corrupted ({type(exc).__name__}); "
-            "download it again or point model.pretrained to a .pth state_dict"
-        ) from exc
+    loaded = load_tensor_file(
+        path, "pretrained weights file",
+        damaged_hint="download it again, or point model.pretrained to a .pth state_dict",
+        unsafe_hint="use a file saved with torch.save(model.state_dict(), path)",
+    )  # fmt: skip
     return _state_dict_of(loaded, path)
 
 
