@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cifarcli import runs
-from cifarcli.config import ExperimentConfig, validate_config
+from cifarcli.config import ExperimentConfig
 from cifarcli.data.augment import augment_preview
 from cifarcli.data.cache import CifarArrays
 from cifarcli.data.loader import DeviceLoader
@@ -175,13 +175,6 @@ class LoadedRun:
     checkpoint: dict[str, Any]
     device: torch.device
     path: Path
-
-
-def saved_config(checkpoint: dict[str, Any], path: Path) -> ExperimentConfig:
-    try:
-        return validate_config(checkpoint["config"])
-    except Exception as exc:  # a config this version no longer accepts
-        raise CheckpointError(f"{path} holds a config this cifar cannot read: {exc}") from exc
 
 
 def load_trained_model(

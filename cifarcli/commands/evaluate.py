@@ -12,10 +12,8 @@ from rich.table import Table
 from cifarcli import runs
 from cifarcli.commands import compose
 from cifarcli.commands.evaluation import evaluate_split, print_summary, write_evaluation
-from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_saved_config
+from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_trained_run
 from cifarcli.commands.progress import make_console
-from cifarcli.engine.checkpoint import load_checkpoint
-from cifarcli.errors import UsageError
 
 
 def evaluate(
@@ -30,11 +28,8 @@ def evaluate(
 
     Example: cifar evaluate runs/20261121-093000-resnet9-cifar10 --set eval.tta_flip=true
     """
-    path = runs.find_checkpoint(target)
-    checkpoint = load_checkpoint(path)
-    cfg = resolve_saved_config(compose.saved_config(checkpoint, path), config, overrides, print_config)
-    if ema and not checkpoint.get("ema"):
-        raise UsageError(f"{path} has no EMA weights", hint="train with --set train.ema_decay=0.999, or drop --ema")
+    trained = resolve_trained_run(target, config, overrides, print_config, ema)
+    path, checkpoint, cfg = trained.path, trained.checkpoint, trained.cfg
     device = compose.device_for(cfg)
     data = compose.build_data(cfg, device, progress=not quiet)
     run = compose.load_trained_model(path, cfg, device, use_ema=ema, checkpoint=checkpoint)

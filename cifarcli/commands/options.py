@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -15,8 +16,11 @@ from cifarcli.config import (
     parse_override,
     read_yaml_mapping,
     resolve_config_path,
+    validate_config,
 )
-from cifarcli.errors import ConfigError
+from cifarcli import runs
+from cifarcli.engine.checkpoint import load_checkpoint
+from cifarcli.errors import CheckpointError, ConfigError, UsageError
 
 ConfigOption = Annotated[
     Optional[Path],
@@ -110,3 +114,28 @@ def resolve_saved_config(
     cfg = config_with(saved, changes)
     print_config_and_exit(cfg, print_config)
     return cfg
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    """A checkpoint chosen on the command line, loaded safely, with its resolved config."""
+
+    path: Path
+    checkpoint: dict[str, Any]
+    cfg: ExperimentConfig
+
+
+def resolve_trained_run(
+    target: Path, config: Path | None, overrides: list[str] | None, print_config: bool, ema: bool = False
+) -> TrainedRun:
+    """Find and load the checkpoint of a run folder (or file), and resolve its evaluation settings."""
+    path = runs.find_checkpoint(target)
+    checkpoint = load_checkpoint(path)
+    try:
+        saved = validate_config(checkpoint["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{path} holds a config this cifar cannot read: {exc.message}") from exc
+    cfg = resolve_saved_config(saved, config, overrides, print_config)
+    if ema and not checkpoint.get("ema"):
+        raise UsageError(f"{path} has no EMA weights", hint="train with --set train.ema_decay=0.999, or drop --ema")
+    return TrainedRun(path, checkpoint, cfg)

@@ -10,13 +10,12 @@ import typer
 from cifarcli import fileio, runs
 from cifarcli.commands import compose
 from cifarcli.commands.evaluation import evaluate_split, write_evaluation
-from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_saved_config
+from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_trained_run
 from cifarcli.commands.progress import make_console
 from cifarcli.commands.report_pages import write_report
 from cifarcli.config import ExperimentConfig
 from cifarcli.data.cache import CifarArrays
 from cifarcli.data.prepare import load_dataset
-from cifarcli.engine.checkpoint import load_checkpoint
 from cifarcli.errors import UsageError
 
 
@@ -31,10 +30,9 @@ def report(
 
     Example: cifar report runs/20261121-093000-resnet9-cifar10
     """
-    checkpoint_path = _checkpoint_of(run_dir)
-    checkpoint = load_checkpoint(checkpoint_path)
-    saved = compose.saved_config(checkpoint, checkpoint_path)
-    cfg = resolve_saved_config(saved, config, overrides, print_config)
+    _check_is_run_folder(run_dir)
+    trained = resolve_trained_run(run_dir, config, overrides, print_config)
+    checkpoint_path, checkpoint, cfg = trained.path, trained.checkpoint, trained.cfg
     console = make_console(quiet)
     written: list[Path] = []
     reason = _evaluation_needed(run_dir, cfg)
@@ -63,14 +61,13 @@ def _score(
     return data.arrays, data.labels, written
 
 
-def _checkpoint_of(run_dir: Path) -> Path:
+def _check_is_run_folder(run_dir: Path) -> None:
     if run_dir.is_file():
         raise UsageError(
             f"{run_dir} is a file, but cifar report takes a run folder", hint=f"try: cifar report {runs.run_dir_of(run_dir)}"
         )
     if not run_dir.is_dir():
         raise UsageError(f"no such run folder: {run_dir}", hint="pass a folder under runs/ made by `cifar train`")
-    return runs.find_checkpoint(run_dir)
 
 
 def _evaluation_needed(run_dir: Path, cfg: ExperimentConfig) -> str:

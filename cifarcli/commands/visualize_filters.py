@@ -12,11 +12,10 @@ from torch import nn
 
 from cifarcli import runs
 from cifarcli.commands import compose
-from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_saved_config
+from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_trained_run
 from cifarcli.commands.progress import make_console
 from cifarcli.config import VisualizeConfig
 from cifarcli.data.loader import DeviceLoader
-from cifarcli.engine.checkpoint import load_checkpoint
 from cifarcli.engine.explain import GradCam, grad_cam, layer_activations
 from cifarcli.errors import UsageError
 from cifarcli.models import conv_layer_names, find_layer, first_conv, last_conv_layer_name
@@ -45,11 +44,8 @@ def visualize_filters(
 
     Example: cifar visualize-filters runs/20261121-093000-resnet9-cifar10 --layer layer2.conv
     """
-    path = runs.find_checkpoint(target)
-    checkpoint = load_checkpoint(path)
-    cfg = resolve_saved_config(compose.saved_config(checkpoint, path), config, overrides, print_config)
-    if ema and not checkpoint.get("ema"):
-        raise UsageError(f"{path} has no EMA weights", hint="train with --set train.ema_decay=0.999, or drop --ema")
+    trained = resolve_trained_run(target, config, overrides, print_config, ema)
+    path, checkpoint, cfg = trained.path, trained.checkpoint, trained.cfg
     device = compose.device_for(cfg)
     model = compose.load_trained_model(path, cfg, device, use_ema=ema, checkpoint=checkpoint).model
     stem = first_conv(model)  # a model without conv layers stops here, with a one-line error
