@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO, Callable, Iterable
 
 from cifarcli.errors import UsageError
 
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write bytes to `path` so readers see the old file or the new one, never a half-written one."""
+    write_atomic_with(path, lambda handle: handle.write(data))
+
+
+def write_atomic_with(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Run `write(handle)` on a temporary file beside `path`, fsync it, rename it over `path`, fsync the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
@@ -26,6 +32,15 @@ def write_atomic(path: Path, data: bytes) -> None:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """The `algorithm` ("md5", "sha256") digest of the file at `path`, lower-case hex, read in 1 MiB chunks."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def fsync_dir(folder: Path) -> None:

@@ -9,9 +9,7 @@ that was being rewritten when a process died is never taken as complete.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from cifarcli.errors import DataError
+from cifarcli.fileio import file_digest, write_atomic, write_atomic_with
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -93,7 +92,7 @@ def write_cache(folder: Path, arrays: CifarArrays, *, source: str, archive_md5: 
         for field in _array_fields(arrays.dataset):
             path = folder / f"{field}.npy"
             array = getattr(arrays, field)
-            _atomic_write(path, lambda handle, array=array: np.save(handle, array, allow_pickle=False))
+            write_atomic_with(path, lambda handle, array=array: np.save(handle, array, allow_pickle=False))
             files[path.name] = {"shape": list(array.shape), "dtype": str(array.dtype),
                                 "bytes": path.stat().st_size, "sha256": file_sha256(path)}
         manifest = {
@@ -108,7 +107,7 @@ def write_cache(folder: Path, arrays: CifarArrays, *, source: str, archive_md5: 
             "files": files,
         }
         text = json.dumps(manifest, indent=2) + "\n"
-        _atomic_write(folder / MANIFEST_NAME, lambda handle: handle.write(text.encode("utf-8")))
+        write_atomic(folder / MANIFEST_NAME, text.encode("utf-8"))
     except OSError as exc:
         raise DataError(f"cannot write the cache in {folder}: {exc.strerror or exc}",
                         hint="free some disk space or set data.root elsewhere") from exc
@@ -177,21 +176,4 @@ def _load_array(folder: Path, field: str, files: dict[str, Any], verify_checksum
 
 def file_sha256(path: Path) -> str:
     """The sha256 of the file at `path`, lower-case hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Run write(handle) on a temporary file beside `path`, sync it, then rename it over `path`."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    return file_digest(path, "sha256")

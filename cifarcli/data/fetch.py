@@ -6,7 +6,6 @@ The bytes go to `<destination>.part`; only a file whose md5 checks out is rename
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import sys
@@ -22,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from cifarcli.errors import DataError, UsageError
+from cifarcli.fileio import file_digest, fsync_dir
 
 CHUNK_BYTES = 1 << 16
 USER_AGENT = "cifarcli (+https://www.cs.toronto.edu/~kriz/cifar.html)"
@@ -183,11 +183,7 @@ def normalize_source(source: str) -> str:
 
 def file_md5(path: Path) -> str:
     """The md5 of the file at `path`, lower-case hex."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path, "md5")
 
 
 def retry_delay_s(attempt: int, backoff_base_s: float) -> float:
@@ -294,7 +290,7 @@ def _verify_and_publish(part: Path, destination: Path, expected_md5: str | None,
             hint=f"if you trust this file, pass --md5 {actual} (data.md5); or skip the check with --no-verify (data.verify=false)",
         )
     os.replace(part, destination)
-    _sync_folder(destination.parent)
+    fsync_dir(destination.parent)
     return actual
 
 
@@ -326,14 +322,3 @@ def _sync(out: BinaryIO, part: Path) -> None:
         os.fsync(out.fileno())
     except OSError as exc:
         raise DataError(f"cannot write {part}: {exc.strerror or exc}", hint="free some disk space or set data.root elsewhere") from exc
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make a rename durable (POSIX); folders cannot be opened for syncing on Windows."""
-    if os.name != "posix":
-        return
-    handle = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(handle)
-    finally:
-        os.close(handle)
