@@ -254,3 +254,22 @@ def out_of_memory_as_error(batch_size: int, field: str) -> Iterator[None]:
             hint=f"lower it (--set {field}={smaller}), use train.amp=bf16, or a smaller model; "
             "checkpoints written so far are intact",
         ) from exc
+
+
+@dataclass(frozen=True)
+class PickedImages:
+    raw: np.ndarray  # N x 32 x 32 x 3 uint8, for display
+    labels: np.ndarray  # N true class indices
+    inputs: torch.Tensor  # N x 3 x 32 x 32, normalised exactly as the test loader does
+
+
+def test_images(
+    cfg: ExperimentConfig, arrays: CifarArrays, labels: LabelSet, indices: np.ndarray, device: torch.device
+) -> PickedImages:
+    """A few test images by index, raw and as model inputs (without moving the whole data set)."""
+    raw = np.asarray(arrays.test_images)[indices]
+    mean, std = dataset_stats(cfg.data.dataset)
+    loader = DeviceLoader(raw, labels.test[indices], batch_size=max(1, len(indices)), num_classes=labels.num_classes,
+                          mean=mean, std=std, device=device, channels_last=use_channels_last(cfg, device))  # fmt: skip
+    inputs, _ = next(iter(loader))
+    return PickedImages(raw, labels.test[indices], inputs)

@@ -15,7 +15,7 @@ from cifarcli.commands import compose
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_trained_run
 from cifarcli.commands.progress import make_console
 from cifarcli.config import VisualizeConfig
-from cifarcli.data.loader import DeviceLoader
+from cifarcli.data.prepare import load_dataset
 from cifarcli.engine.explain import GradCam, grad_cam, layer_activations
 from cifarcli.errors import UsageError
 from cifarcli.models import conv_layer_names, find_layer, first_conv, last_conv_layer_name
@@ -56,15 +56,13 @@ def visualize_filters(
     layer_name = layer or cfg.visualize.layer or last_conv_layer_name(model)
     chosen = _layer_named(model, layer_name, target)
 
-    data = compose.build_data(cfg, device, progress=not quiet)
-    indices = pick_test_images(len(data.labels.test), cfg.visualize)
-    raw_images = np.asarray(data.arrays.test_images)[indices]
-    true_labels = data.labels.test[indices]
-    loader = DeviceLoader(raw_images, true_labels, batch_size=len(indices), num_classes=data.labels.num_classes,
-                          mean=data.test.mean, std=data.test.std, device=device)  # fmt: skip
-    inputs, _ = next(iter(loader))  # normalised exactly as the test loader does
-    activations, cam = _explain(model, chosen, layer_name, inputs)
-    captions = _captions(indices, true_labels, cam, data.labels.class_names)
+    arrays = load_dataset(cfg.data, progress=not quiet)
+    labels = compose.select_labels(arrays, cfg.data.label_mode)
+    indices = pick_test_images(len(labels.test), cfg.visualize)
+    picked = compose.test_images(cfg, arrays, labels, indices, device)
+    activations, cam = _explain(model, chosen, layer_name, picked.inputs)
+    captions = _captions(indices, picked.labels, cam, labels.class_names)
+    raw_images = picked.raw
 
     out_dir = out if out is not None else runs.run_dir_of(path) / VISUALIZE_DIR
     written = [
