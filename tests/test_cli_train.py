@@ -130,3 +130,13 @@ def test_other_models_train_one_step(cifar10_data_root: Path, tmp_path: Path, na
     run = train_smoke(cifar10_data_root, tmp_path, "--set", f"model.name={name}", "--set", "train.epochs=1",
                       "--set", "train.overfit_batches=1", "--set", "run.tensorboard=false")  # fmt: skip
     assert json.loads((run / "evaluation.json").read_text())["num_images"] == 100
+
+
+@pytest.mark.slow
+def test_torch_compile_path_trains(cifar10_data_root: Path, tmp_path: Path) -> None:
+    """Opt-in (--run-slow): compiling takes about a minute on a CPU."""
+    run = train_smoke(cifar10_data_root, tmp_path, "--set", "train.compile=true", "--set", "train.epochs=1",
+                      "--set", "train.overfit_batches=2", "--set", "run.tensorboard=false")  # fmt: skip
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert not any(key.startswith("_orig_mod.") for key in state["model"])  # saved from the plain module
+    assert np.isfinite(float(read_csv(run / "metrics.csv")[0]["train_loss"]))
