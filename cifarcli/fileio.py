@@ -13,6 +13,15 @@ from typing import Any, BinaryIO, Callable, Iterable
 from cifarcli.errors import UsageError
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Write bytes to `path` so readers see the old file or the new one, never a half-written one."""
     write_atomic_with(path, lambda handle: handle.write(data))
@@ -23,6 +32,8 @@ def write_atomic_with(path: Path, write: Callable[[BinaryIO], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600 files; give the usual permissions instead
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -50,3 +51,11 @@ def test_find_checkpoint_prefers_best_then_last(tmp_path: Path) -> None:
     assert runs.run_dir_of(ckpt / "best.pt") == tmp_path
     with pytest.raises(UsageError, match="no such run folder"):
         runs.find_checkpoint(tmp_path / "missing")
+
+
+def test_atomic_writes_get_ordinary_permissions(tmp_path: Path) -> None:
+    target = tmp_path / "config.yaml"
+    write_atomic(target, b"x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's private 0600
