@@ -59,3 +59,29 @@ def test_atomic_writes_get_ordinary_permissions(tmp_path: Path) -> None:
     mask = os.umask(0)
     os.umask(mask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's private 0600
+
+
+def test_exclusive_lock_makes_holders_take_turns(tmp_path: Path) -> None:
+    import threading
+    import time
+
+    from cifarcli.fileio import exclusive_lock
+
+    lock = tmp_path / "x.lock"
+    events: list[str] = []
+    inside = threading.Event()
+
+    def first() -> None:
+        with exclusive_lock(lock):
+            events.append("first in")
+            inside.set()
+            time.sleep(0.3)
+            events.append("first out")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    inside.wait(5)
+    with exclusive_lock(lock):  # blocks until the thread lets go
+        events.append("second in")
+    thread.join(5)
+    assert events == ["first in", "first out", "second in"]
