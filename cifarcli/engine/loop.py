@@ -268,11 +268,12 @@ def predict(
                 if tta_flip:
                     logits = (logits + model(torch.flip(inputs, dims=[3])).float()) / 2
             loss_sum = loss_sum.to(logits.device) + torch.nn.functional.cross_entropy(logits, labels, reduction="sum").double()
-            probabilities.append(torch.softmax(logits, dim=1).cpu())
-            targets.append(labels.cpu())
+            probabilities.append(torch.softmax(logits, dim=1))  # kept on the device: one copy back at the end
+            targets.append(labels)
     finally:
         model.train(was_training)
     if not targets:
         return Predictions(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), math.nan)
-    all_targets = torch.cat(targets).numpy().astype(np.int64)
-    return Predictions(torch.cat(probabilities).numpy().astype(np.float32), all_targets, float(loss_sum) / len(all_targets))
+    all_targets = torch.cat(targets).cpu().numpy().astype(np.int64)
+    all_probabilities = torch.cat(probabilities).cpu().numpy().astype(np.float32)
+    return Predictions(all_probabilities, all_targets, float(loss_sum) / len(all_targets))
