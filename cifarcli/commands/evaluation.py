@@ -66,14 +66,21 @@ def write_evaluation(out_dir: Path, summary: dict, matrix: np.ndarray, rows: np.
     return [eval_path, cm_path, pred_path]
 
 
-def print_summary(console: Console, summary: dict, title: str) -> None:
+def headline_rows(summary: dict) -> list[tuple[str, str]]:
+    """The headline figures of an evaluation summary as (name, formatted value) pairs."""
     rows = [
+        ("split", str(summary.get("split", "test"))),
         ("images", f"{summary['num_images']:,}"),
-        ("loss", f"{summary['loss']:.4f}"),
         ("top-1 accuracy", f"{summary['top1']:.2%}"),
         ("top-5 accuracy", f"{summary['top5']:.2%}"),
+        ("loss", f"{summary['loss']:.4f}"),
         ("macro F1", f"{summary['macro_f1']:.4f}"),
+        ("weighted F1", f"{summary['weighted_f1']:.4f}"),
     ]
     if "superclass" in summary:
         rows.append(("superclass top-1", f"{summary['superclass']['top1']:.2%}"))
-    console.print(metrics_table(title, rows))
+    return rows
+
+
+def print_summary(console: Console, summary: dict, title: str) -> None:
+    console.print(metrics_table(title, headline_rows(summary)))

@@ -11,7 +11,7 @@ import numpy as np
 from cifarcli import fileio, runs
 from cifarcli import report_tables as tables
 from cifarcli.commands import compose
-from cifarcli.commands.evaluation import PREDICTION_COLUMNS
+from cifarcli.commands.evaluation import PREDICTION_COLUMNS, headline_rows
 from cifarcli.config import ExperimentConfig, config_to_yaml
 from cifarcli.data.augment import augment_preview
 from cifarcli.data.cache import CifarArrays
@@ -52,7 +52,7 @@ def write_report(
         _lr_figure(cfg, run_dir, out_dir),
         _augmentation_figure(cfg, arrays, labels, out_dir),
     ]
-    headline = _headline(evaluation.summary)
+    headline = headline_rows(evaluation.summary)
     page_tables, table_files = _write_tables(evaluation, headline, out_dir, f"Classification report: {run_dir.name}")
     facts = _facts(cfg, run_dir, checkpoint_path, evaluation.summary, checkpoint, len(metrics["epoch"]))
     page = ReportPage(f"cifar report: {run_dir.name}", facts, headline, figures, page_tables, config_to_yaml(cfg))
@@ -155,21 +155,6 @@ def _augmentations_on(cfg: ExperimentConfig) -> str:
     if a.mix.mixup_alpha > 0 or a.mix.cutmix_alpha > 0:
         text += "; MixUp/CutMix not shown"
     return text
-
-
-def _headline(summary: dict[str, Any]) -> list[tuple[str, str]]:
-    rows = [
-        ("split", str(summary.get("split", "test"))),
-        ("images", f"{summary['num_images']:,}"),
-        ("top-1 accuracy", f"{summary['top1']:.2%}"),
-        ("top-5 accuracy", f"{summary['top5']:.2%}"),
-        ("loss", f"{summary['loss']:.4f}"),
-        ("macro F1", f"{summary['macro_f1']:.4f}"),
-        ("weighted F1", f"{summary['weighted_f1']:.4f}"),
-    ]
-    if "superclass" in summary:
-        rows.append(("superclass top-1", f"{summary['superclass']['top1']:.2%}"))
-    return rows
 
 
 def _write_tables(
