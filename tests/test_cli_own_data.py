@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from cifarcli.cli import app
 from cifarcli.fileio import read_csv
+from conftest import CIFAR10_CLASS_NAMES
 from custom_data import CLASS_NAMES, CORRUPT_FILE, FolderExpectation, build_image_folder, write_npz_pair
 from run_fixtures import train_smoke
 
@@ -129,3 +130,12 @@ def test_download_refuses_your_own_data_with_the_way_forward(npz_run: OwnRun) ->
     result = runner.invoke(app, ["download", *npz_run.sets])
     assert result.exit_code == 2
     assert "error: cifar download fetches CIFAR-10/100" in result.stderr and "cifar prepare" in result.stderr
+
+
+def test_prepare_lists_cifar_classes_too(cifar10_data_root: Path) -> None:
+    result = runner.invoke(app, ["prepare", "--set", f"data.root={cifar10_data_root}"])
+    assert result.exit_code == 0, result.output
+    assert "cifar10: already present and verified" in result.stdout and "32x32 RGB" in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines()[3:]]
+    assert rows[0] == ["class", "train", "test"]
+    assert rows[1:] == [[name, "20", "10"] for name in CIFAR10_CLASS_NAMES]

@@ -129,6 +129,8 @@ def test_the_readme_model_and_config_train_evaluate_report_and_visualize(model_f
             "--set", "data.device=cpu", "--set", "run.tensorboard=false", "--set", 'train.amp="off"', "--set", "schedule.peak_epoch=null"]
     trained = runner.invoke(app, ["train", "-c", "tinynet.yaml", "--quiet", *fast])
     assert trained.exit_code == 0, trained.output
+    assert "skipped 1 unreadable file:" in trained.stderr  # said even when quiet; the progress lines are not
+    assert "found 3 classes" not in trained.stderr
     (run_dir,) = (model_folder / "runs").iterdir()
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["model"]["name"] == "mymodels:TinyNet" and saved["model"]["kwargs"] == {"width": 48}

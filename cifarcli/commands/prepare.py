@@ -17,7 +17,7 @@ PathFlag = Annotated[
     Optional[Path],
     typer.Option("--path", help="Your class folders, or your training .npz file (overrides data.path).", show_default=False),
 ]
-ForceFlag = Annotated[bool, typer.Option("--force", help="Convert again even if a current cache is there.")]
+ForceFlag = Annotated[bool, typer.Option("--force", help="Convert again even if a current cache is there (CIFAR: fetch the archive again too).")]
 
 
 def prepare(
