@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -94,6 +95,11 @@ class ModelConfig(Section):
             choices = ", ".join(f"'{n}'" for n in MODEL_NAMES)
             # A literal_error, so the message reads like every other choice list.
             raise PydanticCustomError("literal_error", f"Input should be {choices} or an import path like mymodels:Net")
+        top_level = name.partition(":")[0].split(".")[0]
+        if is_model_import_path(name) and top_level in sys.stdlib_module_names:
+            # No model lives there, and a checkpoint's config must not make cifar import os or subprocess.
+            raise ValueError(f"{name!r} names Python's standard library ({top_level}), not a model; "
+                             "use a module of your own, e.g. mymodels:Net")
         return name
 
     @field_validator("hidden_sizes")

@@ -140,6 +140,7 @@ BAD_CASES = [
     (None, ["data.dataset=folder", "data.path=x", "data.image_size=8", "model.name=mlp", "augment.crop.padding=8"], 2,
      ["augment.crop.padding", "smaller than data.image_size 8"]),
     (None, ["model.name=my-models:Net"], 2, ["model.name", "'my-models:Net' is not valid", "an import path"]),
+    (None, ["model.name=os:system"], 2, ["model.name", "'os:system' names Python's standard library (os)"]),
     (None, ["model.hidden_sizes=[64]"], 2, ["model.hidden_sizes applies to mlp and simple_cnn", "resnet9"]),
     (None, ["model.name=mlp", "model.hidden_sizes=[0]"], 2, ["model.hidden_sizes", "between 1 and 65536"]),
     (None, ["model.kwargs={width: 3}"], 2, ["model.kwargs applies to import-path models"]),
