@@ -85,9 +85,10 @@ def register(name: str, command: Callable[..., Any]) -> None:
 
 def _register_all() -> None:
     # Imported here so `cifar --version` stays fast; each module owns one subcommand.
-    from cifarcli.commands import download, evaluate, lr_find, report, train, visualize_filters
+    from cifarcli.commands import download, evaluate, lr_find, prepare, report, train, visualize_filters
 
     register("download", download.download)
+    register("prepare", prepare.prepare)
     register("train", train.train)
     register("evaluate", evaluate.evaluate)
     register("lr-find", lr_find.lr_find)

@@ -7,28 +7,42 @@ and never reads the YAML or the CLI itself.
 from __future__ import annotations
 
 import difflib
+import re
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from cifarcli.errors import ConfigError
 
 # The registries (models.MODELS, engine.optim.OPTIMIZERS, ...) are keyed by exactly these
 # names; a test holds each registry to its tuple, so a typo fails at validation with the list.
-DATASET_NAMES = ("cifar10", "cifar100")
+DATASET_NAMES = ("cifar10", "cifar100", "folder", "npz")
+CIFAR_DATASET_NAMES = ("cifar10", "cifar100")  # downloaded archives, 32x32
+CUSTOM_DATASET_NAMES = ("folder", "npz")       # the user's own images, converted from data.path
 MODEL_NAMES = ("mlp", "simple_cnn", "resnet9", "resnet18", "resnet34", "resnet50")
 OPTIMIZER_NAMES = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULE_NAMES = ("onecycle", "cosine", "cosine_restarts", "multistep", "constant")
 LR_SUGGESTION_NAMES = ("steepest", "min_div10", "valley")
 
-DatasetName = Literal["cifar10", "cifar100"]
+DatasetName = Literal["cifar10", "cifar100", "folder", "npz"]
 ModelName = Literal["mlp", "simple_cnn", "resnet9", "resnet18", "resnet34", "resnet50"]
 OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop"]
 ScheduleName = Literal["onecycle", "cosine", "cosine_restarts", "multistep", "constant"]
 LrSuggestionName = Literal["steepest", "min_div10", "valley"]
+
+# `model.name` may also be an import path `package.module:callable` (a class or a function
+# returning an nn.Module); models/custom.py imports it.
+MODEL_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+HIDDEN_SIZE_MODELS = ("mlp", "simple_cnn")  # the models whose hidden layer widths model.hidden_sizes sets
+# The smallest data.image_size a built-in model takes (each halves the side three times);
+# models not listed take any size the schema allows. A test holds each model to its entry.
+MODEL_MIN_IMAGE_SIZE = {"simple_cnn": 8, "resnet9": 8}
+CIFAR_IMAGE_SIZE = 32  # pixels per side of every CIFAR image
 
 BUILTIN_CONFIG_PACKAGE = "cifarcli.configs"
 DEFAULT_CONFIG_NAME = "default"
@@ -40,8 +54,17 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def is_model_import_path(name: str) -> bool:
+    """True when `model.name` names a user's callable (`package.module:callable`) rather than a built-in."""
+    return name not in MODEL_NAMES and MODEL_IMPORT_PATH.fullmatch(name) is not None
+
+
 class DataConfig(Section):
-    dataset: DatasetName = Field("cifar10", description="Which data set: cifar10 or cifar100.")
+    dataset: DatasetName = Field("cifar10", description="Which data set: cifar10, cifar100, folder (your image folders) or npz (your arrays).")
+    path: Optional[Path] = Field(None, description="folder: the folder of class sub-folders (inside train/ and test/, or directly with test_fraction); npz: the training .npz file.")
+    test_path: Optional[Path] = Field(None, description="npz: a separate test .npz file; null = split data.test_fraction off data.path.")
+    test_fraction: Optional[float] = Field(None, gt=0.0, lt=1.0, description="folder, npz: share of each class held out (stratified, split_seed) as the test split; null = a separate test set.")
+    image_size: int = Field(CIFAR_IMAGE_SIZE, ge=4, le=512, description="folder, npz: side in pixels every image is resized and centre-cropped to (CIFAR is always 32).")
     root: Path = Field(Path("data"), description="Folder holding downloaded archives and the converted cache.")
     source: Optional[str] = Field(None, description="Mirror URL or local archive path; null uses the official address.")
     md5: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{32}$", description="Expected md5 of the archive at `source`; null means the official checksum.")
@@ -58,10 +81,33 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    name: ModelName = Field("resnet9", description="Architecture: " + ", ".join(MODEL_NAMES) + ".")
+    name: str = Field("resnet9", description="Architecture: " + ", ".join(MODEL_NAMES) + ", or an import path package.module:callable returning an nn.Module.")
     pretrained: Optional[Path] = Field(None, description="Torchvision ImageNet weights file (.pth) to start from; torchvision resnets only.")
     freeze_backbone_epochs: int = Field(0, ge=0, description="With pretrained weights: train only the new head for this many epochs.")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the classifier head (every model).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout after each hidden fully connected layer (mlp, simple_cnn) or before the head (resnets).")
+    hidden_sizes: Optional[list[int]] = Field(None, description="mlp, simple_cnn: widths of the hidden fully connected layers; null = mlp [1024, 512, 256], simple_cnn [256, 128].")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Import-path models only: keyword arguments passed to the callable besides num_classes.")
+
+    @field_validator("name")
+    @classmethod
+    def _known_or_import_path(cls, name: str) -> str:
+        if name not in MODEL_NAMES and not is_model_import_path(name):
+            choices = ", ".join(f"'{n}'" for n in MODEL_NAMES)
+            # A literal_error, so the message reads like every other choice list.
+            raise PydanticCustomError("literal_error", f"Input should be {choices} or an import path like mymodels:Net")
+        top_level = name.partition(":")[0].split(".")[0]
+        if is_model_import_path(name) and top_level in sys.stdlib_module_names:
+            # No model lives there, and a checkpoint's config must not make cifar import os or subprocess.
+            raise ValueError(f"{name!r} names Python's standard library ({top_level}), not a model; "
+                             "use a module of your own, e.g. mymodels:Net")
+        return name
+
+    @field_validator("hidden_sizes")
+    @classmethod
+    def _positive_widths(cls, sizes: Optional[list[int]]) -> Optional[list[int]]:
+        if sizes is not None and not all(1 <= size <= 65536 for size in sizes):
+            raise ValueError("each hidden size must be between 1 and 65536, e.g. [512, 256]")
+        return sizes
 
 
 class OptimConfig(Section):
@@ -106,7 +152,7 @@ class ScheduleConfig(Section):
 
 class CropConfig(Section):
     enabled: bool = Field(True, description="Random crop after padding.")
-    padding: int = Field(4, ge=0, le=16, description="Pixels padded on every side before cropping 32x32.")
+    padding: int = Field(4, ge=0, le=16, description="Pixels padded on every side before cropping back to the image size.")
     padding_mode: Literal["zeros", "reflect"] = Field("reflect", description="Padding fill: zeros or reflect.")
 
 
@@ -237,6 +283,61 @@ class ExperimentConfig(Section):
         if self.model.pretrained is not None and self.model.name not in ("resnet18", "resnet34", "resnet50"):
             raise ValueError(f"model.pretrained works with resnet18, resnet34, resnet50, not {self.model.name}")
         return self
+
+    @model_validator(mode="after")
+    def _model_fields_fit_the_model(self) -> "ExperimentConfig":
+        model = self.model
+        custom = is_model_import_path(model.name)
+        if model.hidden_sizes is not None and model.name not in HIDDEN_SIZE_MODELS:
+            raise ValueError(f"model.hidden_sizes applies to {' and '.join(HIDDEN_SIZE_MODELS)}, not {model.name}; set it to null")
+        if model.kwargs and not custom:
+            raise ValueError(f"model.kwargs applies to import-path models (package.module:callable), not {model.name}; set it to {{}}")
+        if custom and model.dropout > 0:
+            raise ValueError(f"model.dropout applies to the built-in models; give {model.name} its own through model.kwargs")
+        if custom and model.freeze_backbone_epochs > 0:
+            raise ValueError(f"model.freeze_backbone_epochs needs a built-in model (it keeps only the head `fc` training), not {model.name}")
+        return self
+
+    @model_validator(mode="after")
+    def _data_source_fits_the_dataset(self) -> "ExperimentConfig":
+        problem = data_source_problem(self.data)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
+    def _image_size_fits_model_and_augment(self) -> "ExperimentConfig":
+        size, name = self.data.image_size, self.model.name
+        smallest = MODEL_MIN_IMAGE_SIZE.get(name, 1)
+        if size < smallest:
+            raise ValueError(f"data.image_size: {name} needs images of at least {smallest}x{smallest} pixels "
+                             f"(its max-pools halve the side three times), got {size}; use a larger size or mlp, resnet18/34/50")
+        crop = self.augment.crop
+        if crop.enabled and crop.padding_mode == "reflect" and crop.padding >= size:
+            raise ValueError(f"augment.crop.padding: reflect padding {crop.padding} must be smaller than data.image_size {size}")
+        if self.augment.cutout.enabled and self.augment.cutout.size > size:
+            raise ValueError(f"augment.cutout.size: {self.augment.cutout.size} is larger than data.image_size {size}")
+        return self
+
+
+def data_source_problem(data: DataConfig) -> str:
+    """Why `data.path`, `test_path`, `test_fraction` and `image_size` do not fit `data.dataset` ("" when they do)."""
+    if data.dataset in CIFAR_DATASET_NAMES:
+        for field in ("path", "test_path", "test_fraction"):
+            if getattr(data, field) is not None:
+                return f"data.{field} applies to the folder and npz data sets, not {data.dataset}; set it to null"
+        if data.image_size != CIFAR_IMAGE_SIZE:
+            return (f"data.image_size: {data.dataset} images are {CIFAR_IMAGE_SIZE}x{CIFAR_IMAGE_SIZE}; "
+                    f"image_size (got {data.image_size}) applies to the folder and npz data sets")
+        return ""
+    if data.path is None:
+        what = "a folder of class sub-folders" if data.dataset == "folder" else "the training .npz file"
+        return f"data.path is required with data.dataset {data.dataset}: set it to {what}"
+    if data.dataset == "folder" and data.test_path is not None:
+        return "data.test_path applies to npz; a folder holds its test split in test/ (or set data.test_fraction)"
+    if data.dataset == "npz" and (data.test_path is None) == (data.test_fraction is None):
+        return "data.dataset npz needs exactly one of data.test_path (a test .npz file) and data.test_fraction"
+    return ""
 
 
 # --------------------------------------------------------------------------- loading

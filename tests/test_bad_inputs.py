@@ -169,6 +169,8 @@ ROWS = [
         ("--resume continues a run with its own config", "--lr-from")),
     Row("checkpoint of another model", lambda ws: ["evaluate", str(ws.checkpoint("other.pt", _with_config("resnet9"))), "--quiet"], 1,
         ("{root}/other.pt does not match model resnet9 with 10 classes", "hint: evaluate it with the config it was trained with")),
+    Row("checkpoint naming a standard-library model", lambda ws: ["evaluate", str(ws.checkpoint("os.pt", _with_config("os:system")))], 1,
+        ("{root}/os.pt holds a config this cifar cannot read", "'os:system' names Python's standard library")),
     Row("checkpoint with an unreadable config", lambda ws: ["evaluate", str(ws.checkpoint("old.pt", _unreadable_config))], 1,
         ("{root}/old.pt holds a config this cifar cannot read", "optim.lrr")),
     Row("a tensor instead of a checkpoint", lambda ws: ["evaluate", str(ws.checkpoint("t.pt", lambda s: torch.zeros(3)))], 1,

@@ -128,6 +128,23 @@ BAD_CASES = [
     ("lr_find:\n  start_lr: 1\n  end_lr: 0.1\n", [], 2, ["lr_find", "end_lr must be greater"]),
     ("model:\n  name: mlp\n  pretrained: w.pth\n", [], 2, ["model.pretrained", "resnet18"]),
     ("!!python/object/apply:os.system ['echo hacked']\n", [], 2, ["exp.yaml:1", "YAML tag refused"]),
+    # your own data and models
+    (None, ["data.dataset=folder"], 2, ["data.path is required", "folder"]),
+    (None, ["data.dataset=npz", "data.path=x.npz"], 2, ["exactly one of data.test_path", "data.test_fraction"]),
+    (None, ["data.dataset=folder", "data.path=x", "data.test_path=t.npz"], 2, ["data.test_path applies to npz"]),
+    (None, ["data.path=x"], 2, ["data.path applies to the folder and npz", "not cifar10"]),
+    (None, ["data.image_size=64"], 2, ["data.image_size", "cifar10 images are 32x32"]),
+    (None, ["data.dataset=folder", "data.path=x", "data.test_fraction=1.5"], 2, ["data.test_fraction", "less than 1"]),
+    (None, ["data.dataset=folder", "data.path=x", "data.image_size=6", "augment.crop.padding=2"], 2,
+     ["data.image_size", "resnet9 needs images of at least 8x8"]),
+    (None, ["data.dataset=folder", "data.path=x", "data.image_size=8", "model.name=mlp", "augment.crop.padding=8"], 2,
+     ["augment.crop.padding", "smaller than data.image_size 8"]),
+    (None, ["model.name=my-models:Net"], 2, ["model.name", "'my-models:Net' is not valid", "an import path"]),
+    (None, ["model.name=os:system"], 2, ["model.name", "'os:system' names Python's standard library (os)"]),
+    (None, ["model.hidden_sizes=[64]"], 2, ["model.hidden_sizes applies to mlp and simple_cnn", "resnet9"]),
+    (None, ["model.name=mlp", "model.hidden_sizes=[0]"], 2, ["model.hidden_sizes", "between 1 and 65536"]),
+    (None, ["model.kwargs={width: 3}"], 2, ["model.kwargs applies to import-path models"]),
+    (None, ["model.name=mynet:Net", "model.dropout=0.5"], 2, ["model.dropout applies to the built-in models", "model.kwargs"]),
 ]
 
 
@@ -158,3 +175,18 @@ def test_bad_config_error_type() -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, ["data.val_fraction=1.0"])
     assert info.value.exit_code == 2 and info.value.message.startswith("data.val_fraction")
+
+
+def test_model_name_takes_an_import_path_and_its_kwargs() -> None:
+    cfg = load_config(None, ["model.name=my_pkg.nets:make_net", "model.kwargs={width: 8, depth: 2}"])
+    assert cfg.model.name == "my_pkg.nets:make_net" and cfg.model.kwargs == {"width": 8, "depth": 2}
+    assert load_config(Path("default")).model.kwargs == {}  # a round trip through YAML keeps both
+    again = yaml.safe_load(config_to_yaml(cfg))
+    assert again["model"] == {**again["model"], "name": "my_pkg.nets:make_net", "kwargs": {"width": 8, "depth": 2}}
+
+
+def test_folder_and_npz_settings_validate() -> None:
+    folder = load_config(None, ["data.dataset=folder", "data.path=pets", "data.image_size=64"]).data
+    assert (folder.path, folder.test_fraction, folder.image_size) == (Path("pets"), None, 64)
+    npz = load_config(None, ["data.dataset=npz", "data.path=a.npz", "data.test_fraction=0.2"]).data
+    assert (npz.path, npz.test_path, npz.test_fraction, npz.image_size) == (Path("a.npz"), None, 0.2, 32)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from cifarcli.config import MODEL_NAMES, ModelConfig
+from cifarcli.config import MODEL_MIN_IMAGE_SIZE, MODEL_NAMES, ModelConfig
 from cifarcli.errors import UsageError
 from cifarcli.models import (
     HEAD_NAME,
@@ -103,12 +103,16 @@ def test_head_is_a_linear_called_fc_sized_to_the_classes(name: str) -> None:
     assert head is model.get_submodule(HEAD_NAME)
 
 
+# mlp and simple_cnn drop out after each hidden fully connected layer; the others before the head.
+DROPOUT_LAYERS = {"mlp": 3, "simple_cnn": 2}
+
+
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_dropout_before_the_head_is_active_only_in_training(name: str) -> None:
+def test_dropout_is_active_only_in_training(name: str) -> None:
     torch.manual_seed(0)
     model = MODELS[name](10, dropout=0.5)
     rates = [m.p for m in model.modules() if isinstance(m, nn.Dropout)]
-    assert rates == [0.5]
+    assert rates == [0.5] * DROPOUT_LAYERS.get(name, 1)
     images = torch.randn(2, 3, 32, 32)
     model.eval()
     assert torch.equal(model(images), model(images))
@@ -116,8 +120,58 @@ def test_dropout_before_the_head_is_active_only_in_training(name: str) -> None:
     assert not torch.equal(model(images), model(images))
 
 
-def test_torchvision_dropout_keeps_state_dict_keys() -> None:
-    assert list(MODELS["resnet18"](10).state_dict()) == list(MODELS["resnet18"](10, dropout=0.3).state_dict())
+@pytest.mark.parametrize("name", ["resnet18", "mlp", "simple_cnn"])
+def test_dropout_keeps_state_dict_keys(name: str) -> None:
+    assert list(MODELS[name](10).state_dict()) == list(MODELS[name](10, dropout=0.3).state_dict())
+
+
+def test_dropout_follows_every_hidden_layer_of_the_mlp() -> None:
+    model = MODELS["mlp"](10, dropout=0.2)
+    kinds = [type(m).__name__ for m in model.hidden.modules() if not isinstance(m, nn.Sequential)]
+    assert kinds == ["Flatten"] + ["Linear", "LeakyReLU", "Dropout"] * 3
+
+
+@pytest.mark.parametrize(
+    ("name", "hidden", "expected"),
+    [
+        ("mlp", [64, 32], linear_params(3072, 64) + linear_params(64, 32) + linear_params(32, 10)),
+        ("mlp", [], linear_params(3072, 10)),  # no hidden layer: a linear classifier
+        ("simple_cnn", [100], (27 * 32 + 32) + (288 * 64 + 64) + (576 * 128 + 128) + linear_params(2048, 100) + linear_params(100, 10)),
+    ],
+)
+def test_hidden_sizes_set_the_fully_connected_widths(name: str, hidden: list[int], expected: int) -> None:
+    model = build_model(ModelConfig(name=name, hidden_sizes=hidden), num_classes=10)
+    assert param_count(model) == expected
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def smallest_image_side(name: str) -> int:
+    return MODEL_MIN_IMAGE_SIZE.get(name, 4)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_model_adapts_to_the_image_size(name: str) -> None:
+    for side in (smallest_image_side(name), 48):
+        model = build_model(ModelConfig(name=name), num_classes=5, image_size=side).eval()
+        assert model(torch.randn(2, 3, side, side)).shape == (2, 5), (name, side)
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")  # simple_cnn's first Linear has no inputs
+@pytest.mark.parametrize("name", sorted(MODEL_MIN_IMAGE_SIZE))
+def test_the_minimum_image_size_is_the_real_limit(name: str) -> None:
+    side = MODEL_MIN_IMAGE_SIZE[name] - 1
+    model = build_model(ModelConfig(name=name), num_classes=5, image_size=side).eval()
+    with pytest.raises(RuntimeError):
+        model(torch.randn(2, 3, side, side))
+
+
+def test_fully_connected_models_size_their_first_layer_from_the_image() -> None:
+    mlp = build_model(ModelConfig(name="mlp"), num_classes=10, image_size=64)
+    assert mlp.hidden[1].in_features == 3 * 64 * 64
+    cnn = build_model(ModelConfig(name="simple_cnn"), num_classes=10, image_size=64)
+    assert cnn.hidden[1].in_features == 128 * 8 * 8
+    resnet9 = build_model(ModelConfig(name="resnet9"), num_classes=10, image_size=64)
+    assert param_count(resnet9) == 6_573_130  # global pooling: the same network at any size
 
 
 @pytest.mark.parametrize("name", CONV_MODELS)
@@ -161,8 +215,8 @@ def test_wrapped_models_are_unwrapped() -> None:
 
 
 def test_build_model_uses_the_config_slice() -> None:
-    model = build_model(ModelConfig(name="simple_cnn", dropout=0.25), num_classes=20)
-    assert head_module(model).out_features == 20
+    model = build_model(ModelConfig(name="simple_cnn", dropout=0.25, hidden_sizes=[64]), num_classes=20)
+    assert head_module(model).out_features == 20 and head_module(model).in_features == 64
     assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.25]
 
 

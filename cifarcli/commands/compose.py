@@ -22,7 +22,6 @@ from cifarcli.data.cache import CifarArrays
 from cifarcli.data.loader import DeviceLoader
 from cifarcli.data.prepare import load_dataset
 from cifarcli.data.split import stratified_split
-from cifarcli.data.stats import dataset_stats
 from cifarcli.engine.checkpoint import load_checkpoint
 from cifarcli.engine.ema import ModelEMA
 from cifarcli.engine.loop import Predictions, StepSettings, TrainState, predict
@@ -31,8 +30,8 @@ from cifarcli.engine.optim import build_optimizer
 from cifarcli.engine.precision import describe_precision, make_autocast, make_grad_scaler, resolve_device
 from cifarcli.engine.reproducibility import configure_determinism, seed_everything
 from cifarcli.engine.schedules import build_scheduler
-from cifarcli.errors import CheckpointError, RunError
-from cifarcli.models import ModelSummary, build_model, freeze_norm_stats, set_backbone_trainable, summarize_model
+from cifarcli.errors import CheckpointError, RunError, UsageError
+from cifarcli.models import ModelImportError, ModelSummary, build_model, freeze_norm_stats, set_backbone_trainable, summarize_model
 
 
 @dataclass(frozen=True)
@@ -81,8 +80,8 @@ def build_data(cfg: ExperimentConfig, device: torch.device, progress: bool = Tru
     arrays = load_dataset(cfg.data, progress=progress)
     labels = select_labels(arrays, cfg.data.label_mode)
     train_idx, val_idx = stratified_split(labels.train, cfg.data.val_fraction, cfg.data.split_seed)
-    mean, std = dataset_stats(cfg.data.dataset)
-    common = dict(num_classes=labels.num_classes, mean=mean, std=std, device=device, channels_last=use_channels_last(cfg, device))
+    common = dict(num_classes=labels.num_classes, mean=arrays.mean, std=arrays.std, device=device,
+                  channels_last=use_channels_last(cfg, device))  # the data set's own statistics, from its manifest
     images = np.asarray(arrays.train_images)
     train = DeviceLoader(
         images[train_idx], labels.train[train_idx], batch_size=cfg.data.batch_size, augment=cfg.augment,
@@ -116,7 +115,7 @@ def prepare_model(cfg: ExperimentConfig, num_classes: int, device: torch.device)
     """Seed, build (loading pretrained weights if configured) and place the model."""
     configure_determinism(cfg.train.deterministic)
     seed_everything(cfg.train.seed)
-    model = build_model(cfg.model, num_classes).to(device)
+    model = build_model(cfg.model, num_classes, cfg.data.image_size).to(device)
     if use_channels_last(cfg, device):
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -163,7 +162,7 @@ def summary_at_start(cfg: ExperimentConfig, state: TrainState) -> ModelSummary:
     freezer = backbone_freezer(cfg.model.freeze_backbone_epochs)
     if freezer is not None:
         freezer(state.epoch, state.model)
-    return summarize_model(state.model, max_depth=2)
+    return summarize_model(state.model, (1, 3, cfg.data.image_size, cfg.data.image_size), max_depth=2)
 
 
 @dataclass(frozen=True)
@@ -183,7 +182,11 @@ def load_trained_model(
     """Rebuild the model of a checkpoint (weights only) for evaluation or visualisation."""
     checkpoint = checkpoint if checkpoint is not None else load_checkpoint(path)
     num_classes = int(checkpoint["num_classes"])
-    model = build_model(cfg.model.model_copy(update={"pretrained": None}), num_classes).to(device)
+    try:
+        model = build_model(cfg.model.model_copy(update={"pretrained": None}), num_classes, cfg.data.image_size).to(device)
+    except ModelImportError as exc:
+        raise UsageError(f"{path}: its model {cfg.model.name!r} cannot be rebuilt: {exc.problem}",
+                         hint="run cifar where that model imports, as when the run was trained (its folder, or with the package installed)") from exc
     weights = checkpoint["ema"]["module"] if use_ema and checkpoint.get("ema") else checkpoint["model"]
     try:
         model.load_state_dict(weights)
@@ -219,7 +222,7 @@ def run_files(run_dir: Path) -> RunFiles:
 
 
 def preview_augmented(cfg: ExperimentConfig, data: DataBundle, count: int) -> torch.Tensor:
-    """`count` training images as the augmentation pipeline sees them, floats in [0, 1], N x 3 x 32 x 32."""
+    """`count` training images as the augmentation pipeline sees them, floats in [0, 1], N x 3 x S x S."""
     images = np.asarray(data.arrays.train_images)[np.sort(data.train_indices[:count])]
     return augment_preview(images, cfg.augment, cfg.train.seed)
 
@@ -228,6 +231,8 @@ def run_info(cfg: ExperimentConfig, data: DataBundle, device: torch.device) -> d
     """Facts about a run that its config alone does not give (saved as run_info.json)."""
     return {
         "dataset": data.arrays.dataset,
+        "image_size": data.arrays.image_size,
+        "normalization": {"mean": list(data.arrays.mean), "std": list(data.arrays.std)},
         "label_mode": cfg.data.label_mode,
         "num_classes": data.labels.num_classes,
         "class_names": data.labels.class_names,
@@ -258,9 +263,9 @@ def out_of_memory_as_error(batch_size: int, field: str) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class PickedImages:
-    raw: np.ndarray  # N x 32 x 32 x 3 uint8, for display
+    raw: np.ndarray  # N x S x S x 3 uint8, for display
     labels: np.ndarray  # N true class indices
-    inputs: torch.Tensor  # N x 3 x 32 x 32, normalised exactly as the test loader does
+    inputs: torch.Tensor  # N x 3 x S x S, normalised exactly as the test loader does
 
 
 def test_images(
@@ -268,8 +273,7 @@ def test_images(
 ) -> PickedImages:
     """A few test images by index, raw and as model inputs (without moving the whole data set)."""
     raw = np.asarray(arrays.test_images)[indices]
-    mean, std = dataset_stats(cfg.data.dataset)
     loader = DeviceLoader(raw, labels.test[indices], batch_size=max(1, len(indices)), num_classes=labels.num_classes,
-                          mean=mean, std=std, device=device, channels_last=use_channels_last(cfg, device))  # fmt: skip
+                          mean=arrays.mean, std=arrays.std, device=device, channels_last=use_channels_last(cfg, device))  # fmt: skip
     inputs, _ = next(iter(loader))
     return PickedImages(raw, labels.test[indices], inputs)

@@ -7,7 +7,9 @@ from typing import Annotated, Optional
 import typer
 
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_config
+from cifarcli.config import CUSTOM_DATASET_NAMES
 from cifarcli.data.prepare import prepare_dataset
+from cifarcli.errors import UsageError
 
 
 DatasetFlag = Annotated[
@@ -45,6 +47,9 @@ def download(
     """
     flags = {"data.dataset": dataset, "data.source": source, "data.md5": md5, "data.verify": False if no_verify else None}
     cfg = resolve_config(config, overrides, print_config, flags)
+    if cfg.data.dataset in CUSTOM_DATASET_NAMES:
+        raise UsageError(f"cifar download fetches CIFAR-10/100; data.dataset {cfg.data.dataset} is your own data",
+                         hint="convert it with `cifar prepare` (train and the other commands also do it when needed)")
     result = prepare_dataset(cfg.data, force=force)
     typer.echo(f"{result.dataset}: {result.action}")
     typer.echo(f"cache:   {result.cache_dir} ({result.train_count} train, {result.test_count} test images)")

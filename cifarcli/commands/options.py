@@ -10,9 +10,9 @@ import typer
 
 from cifarcli.config import (
     ExperimentConfig,
+    apply_override,
     config_to_yaml,
     config_with,
-    load_config,
     parse_override,
     read_yaml_mapping,
     resolve_config_path,
@@ -49,14 +49,18 @@ PrintConfigOption = Annotated[
 def resolve_config(
     config: Path | None, overrides: list[str] | None, print_config: bool, flags: dict[str, Any] | None = None
 ) -> ExperimentConfig:
-    """Load and validate the config, then apply a command's own flags (dotted key -> value, None = unset).
+    """Load the config, apply `--set` and then a command's own flags (dotted key -> value, None = unset), validate once.
 
-    With --print-config, print the result and exit 0.
+    Validating once lets flags and `--set` change fields that must agree (data.dataset and
+    data.path). With --print-config, print the result and exit 0.
     """
-    cfg = load_config(config, overrides or [])
-    changes = {key: value for key, value in (flags or {}).items() if value is not None}
-    if changes:
-        cfg = config_with(cfg, changes)
+    tree = read_yaml_mapping(resolve_config_path(config))
+    for text in overrides or []:
+        apply_override(tree, *parse_override(text))
+    for key, value in (flags or {}).items():
+        if value is not None:
+            apply_override(tree, key.split("."), value)
+    cfg = validate_config(tree)
     print_config_and_exit(cfg, print_config)
     return cfg
 

@@ -182,6 +182,8 @@ def _facts(
     cfg: ExperimentConfig, run_dir: Path, checkpoint_path: Path, summary: dict, checkpoint: dict, epochs_done: int
 ) -> list[tuple[str, str]]:
     dataset = cfg.data.dataset + (f" ({cfg.data.label_mode} labels)" if cfg.data.dataset == "cifar100" else "")
+    if cfg.data.path is not None:  # your own data: where it came from and the size it was fitted to
+        dataset += f" ({cfg.data.path}, {cfg.data.image_size}x{cfg.data.image_size})"
     scored = summary.get("checkpoint", str(checkpoint_path))
     return [
         ("run", run_dir.name),

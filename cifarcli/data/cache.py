@@ -1,10 +1,12 @@
 """The converted data set on disk: `.npy` arrays plus a `manifest.json`, loaded memory-mapped.
 
-Layout of `<root>/<dataset>/`: train_images.npy (N, 32, 32, 3) uint8 HWC, train_labels.npy (N,)
-int64 fine labels, the same for test, train/test_coarse_labels.npy for CIFAR-100, and
-manifest.json (format version, source, archive md5, counts, class names, and per file its
-shape, dtype, size and sha256). The manifest is written last and removed first, so a cache
-that was being rewritten when a process died is never taken as complete.
+Layout of the cache folder (`<root>/<dataset>/` for CIFAR, `<root>/<folder|npz>-<name>-<key>/`
+for your own data): train_images.npy (N, S, S, 3) uint8 HWC (S = 32 for CIFAR, data.image_size
+otherwise), train_labels.npy (N,) int64 fine labels, the same for test,
+train/test_coarse_labels.npy for CIFAR-100, and manifest.json (format version, source, archive
+md5, counts, class names, image size, the per-channel mean and std of the training images, and
+per file its shape, dtype, size and sha256). The manifest is written last and removed first, so
+a cache that was being rewritten when a process died is never taken as complete.
 """
 
 from __future__ import annotations
@@ -17,20 +19,22 @@ from typing import Any
 
 import numpy as np
 
+from cifarcli.config import CIFAR_DATASET_NAMES, CIFAR_IMAGE_SIZE
+from cifarcli.data.stats import ChannelStats, compute_channel_stats, dataset_stats
 from cifarcli.errors import DataError
 from cifarcli.fileio import file_digest, write_atomic, write_atomic_with
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # image_size, mean and std were added later; a CIFAR manifest without them reads as 32x32 with the table's stats
 MANIFEST_NAME = "manifest.json"
-IMAGE_SHAPE = (32, 32, 3)  # height, width, RGB channels
+CHANNELS = 3  # every cached image is RGB
 
 
 @dataclass(frozen=True)
 class CifarArrays:
     """One data set in memory or memory-mapped from the cache."""
 
-    dataset: str                 # "cifar10" | "cifar100"
-    train_images: np.ndarray     # (N, 32, 32, 3) uint8, memory-mapped
+    dataset: str                 # "cifar10" | "cifar100" | "folder" | "npz"
+    train_images: np.ndarray     # (N, S, S, 3) uint8, memory-mapped
     train_labels: np.ndarray     # (N,) int64, fine labels
     test_images: np.ndarray
     test_labels: np.ndarray
@@ -38,10 +42,17 @@ class CifarArrays:
     test_coarse_labels: np.ndarray | None
     class_names: list[str]
     superclass_names: list[str] | None       # CIFAR-100 only
+    mean: ChannelStats | None = None         # per RGB channel of the training images, [0, 1] units;
+    std: ChannelStats | None = None          # None until written: write_cache computes them
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def image_size(self) -> int:
+        """Pixels per side of every image."""
+        return int(self.train_images.shape[1])
 
 
 class CacheError(DataError):
@@ -64,10 +75,13 @@ def check_arrays(arrays: CifarArrays) -> str | None:
     if coarse != (arrays.dataset == "cifar100") or coarse != (arrays.test_coarse_labels is not None) \
             or coarse != (arrays.superclass_names is not None):
         return "coarse labels and superclass names must be present for cifar100 only"
+    side = arrays.train_images.shape[1] if arrays.train_images.ndim == 4 else 0
+    if arrays.dataset in CIFAR_DATASET_NAMES and side != CIFAR_IMAGE_SIZE:
+        return f"{arrays.dataset} images are {CIFAR_IMAGE_SIZE}x{CIFAR_IMAGE_SIZE}, not {side}x{side}"
     for split in ("train", "test"):
         images = getattr(arrays, f"{split}_images")
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
-            return f"{split}_images is {images.dtype} {images.shape}, expected uint8 (N, 32, 32, 3)"
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (side, side, CHANNELS) or side < 1:
+            return f"{split}_images is {images.dtype} {images.shape}, expected uint8 (N, S, S, 3) with one side S for both splits"
         for kind, names in (("labels", arrays.class_names), ("coarse_labels", arrays.superclass_names)):
             labels = getattr(arrays, f"{split}_{kind}")
             if labels is None or names is None:
@@ -79,11 +93,18 @@ def check_arrays(arrays: CifarArrays) -> str | None:
     return None
 
 
-def write_cache(folder: Path, arrays: CifarArrays, *, source: str, archive_md5: str) -> dict[str, Any]:
-    """Write `arrays` and their manifest into `folder` (replacing any cache there); return the manifest."""
+def write_cache(folder: Path, arrays: CifarArrays, *, source: str, archive_md5: str | None,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write `arrays` and their manifest into `folder` (replacing any cache there); return the manifest.
+
+    The manifest records `arrays.mean`/`std`, computed from the training images when None;
+    `extra` adds keys of its own (what a data set of your own was converted from).
+    """
     problem = check_arrays(arrays)
     if problem is not None:
         raise DataError(f"refusing to write the {arrays.dataset} cache: {problem}")
+    mean, std = (arrays.mean, arrays.std) if arrays.mean is not None and arrays.std is not None \
+        else compute_channel_stats(arrays.train_images)
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -104,6 +125,10 @@ def write_cache(folder: Path, arrays: CifarArrays, *, source: str, archive_md5: 
             "counts": {"train": len(arrays.train_images), "test": len(arrays.test_images)},
             "class_names": list(arrays.class_names),
             "superclass_names": list(arrays.superclass_names) if arrays.superclass_names is not None else None,
+            "image_size": arrays.image_size,
+            "mean": list(mean),
+            "std": list(std),
+            **(extra or {}),
             "files": files,
         }
         text = json.dumps(manifest, indent=2) + "\n"
@@ -142,20 +167,32 @@ def read_cache(folder: Path, dataset: str, *, verify_checksums: bool = False) ->
             raise CacheError(f"{folder} holds {manifest['dataset']!r}, not {dataset!r}")
         loaded = {field: _load_array(folder, field, manifest["files"], verify_checksums)
                   for field in _array_fields(dataset)}
+        mean, std = _channel_stats(manifest, dataset)
         arrays = CifarArrays(
             dataset=dataset, **{f: loaded.get(f) for f in _array_fields("cifar100")},
             class_names=[str(n) for n in manifest["class_names"]],
             superclass_names=None if manifest["superclass_names"] is None else [str(n) for n in manifest["superclass_names"]],
+            mean=mean, std=std,
         )
         counts = (len(arrays.train_images), len(arrays.test_images))
         if counts != (manifest["counts"]["train"], manifest["counts"]["test"]):
             raise CacheError(f"{folder}: image counts {counts} differ from the manifest's {manifest['counts']}")
-    except (KeyError, TypeError, AttributeError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise CacheError(f"{folder / MANIFEST_NAME} is incomplete ({type(exc).__name__}: {exc})") from exc
     problem = check_arrays(arrays)
     if problem is not None:
         raise CacheError(f"cache {folder} fails its check: {problem}")
     return arrays
+
+
+def _channel_stats(manifest: dict[str, Any], dataset: str) -> tuple[ChannelStats, ChannelStats]:
+    """The manifest's mean and std (three positive floats each); CIFAR caches written before they were recorded use the table."""
+    if "mean" not in manifest and "std" not in manifest and dataset in CIFAR_DATASET_NAMES:
+        return dataset_stats(dataset)
+    mean, std = tuple(float(v) for v in manifest["mean"]), tuple(float(v) for v in manifest["std"])
+    if len(mean) != CHANNELS or len(std) != CHANNELS or not all(np.isfinite(mean + std)) or min(std) <= 0:
+        raise ValueError(f"mean {list(mean)} / std {list(std)} are not three finite values (std > 0)")
+    return mean, std  # type: ignore[return-value]
 
 
 def _load_array(folder: Path, field: str, files: dict[str, Any], verify_checksum: bool) -> np.ndarray:

@@ -1,6 +1,8 @@
 """Make a data set ready: fetch and verify the archive, convert it once into the cache, load it.
 
-`load_dataset` is what training and evaluation call; `prepare_dataset` is `cifar download`.
+`load_dataset` is what training and evaluation call; `prepare_dataset` is `cifar download` and
+`cifar prepare`. Data sets of your own (folder, npz) are converted by `custom.py` into the same
+kind of cache.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from cifarcli.config import DataConfig
+from cifarcli.config import CIFAR_IMAGE_SIZE, CUSTOM_DATASET_NAMES, DataConfig
+from cifarcli.data import custom
 from cifarcli.data.archive import SafeTarReader
 from cifarcli.data.cache import CacheError, CifarArrays, cache_folder, read_cache, read_manifest, write_cache
 from cifarcli.data.fetch import fetch_archive, file_md5, normalize_source
+from cifarcli.data.imported import SkippedFile
 from cifarcli.data.safe_pickle import load_batch
 from cifarcli.data.sources import DatasetSource, get_source
+from cifarcli.data.stats import dataset_stats
 from cifarcli.errors import DataError
 from cifarcli.fileio import exclusive_lock
 
@@ -30,6 +35,7 @@ DOWNLOADED = "downloaded and converted"
 COPIED = "copied from the source archive and converted"
 CONVERTED = "converted from the archive already on disk"
 REBUILT = "cache failed its check and was rebuilt"
+CONVERTED_OWN = "converted from data.path"
 
 
 @dataclass(frozen=True)
@@ -37,13 +43,19 @@ class PrepareResult:
     """What `prepare_dataset` did and where the data now is."""
 
     dataset: str
-    action: str          # one of ALREADY_PRESENT, DOWNLOADED, COPIED, CONVERTED, REBUILT
+    action: str          # one of ALREADY_PRESENT, DOWNLOADED, COPIED, CONVERTED, REBUILT, CONVERTED_OWN
     cache_dir: Path
-    archive_path: Path   # where the verified archive is (or was, if since removed by the user)
-    source: str          # URL or absolute path the archive came from
-    archive_md5: str
+    archive_path: Path   # where the verified archive is (or was, if since removed by the user); data.path for your own
+    source: str          # URL or absolute path the archive (or your data) came from
+    archive_md5: str     # "" for your own data
     train_count: int
     test_count: int
+    class_names: tuple[str, ...] = ()
+    train_class_counts: tuple[int, ...] = ()    # images per class, in class_names order (fine labels)
+    test_class_counts: tuple[int, ...] = ()
+    image_size: int = CIFAR_IMAGE_SIZE
+    skipped: tuple[SkippedFile, ...] = ()       # your own data: image files that could not be read
+    ignored: tuple[SkippedFile, ...] = ()       # your own data: entries that are not images
 
 
 def prepare_dataset(cfg: DataConfig, *, force: bool = False, progress: bool = True) -> PrepareResult:
@@ -54,8 +66,23 @@ def prepare_dataset(cfg: DataConfig, *, force: bool = False, progress: bool = Tr
     its check is rebuilt, never trusted. `force` also fetches the archive again. Processes
     preparing the same data set under one root take turns (a lock file in the temp folder).
     """
-    with exclusive_lock(_lock_path(Path(cfg.root), cfg.dataset)):
+    custom_data = cfg.dataset in CUSTOM_DATASET_NAMES
+    name = custom.custom_cache_folder(cfg).name if custom_data else cfg.dataset
+    with exclusive_lock(_lock_path(Path(cfg.root), name)):
+        if custom_data:
+            return _prepare_custom(cfg, force=force, progress=progress)
         return _prepare(cfg, force=force, progress=progress)
+
+
+def _prepare_custom(cfg: DataConfig, *, force: bool, progress: bool) -> PrepareResult:
+    """Convert data.path into its cache unless a current one is there (or `force`)."""
+    say = _sayer(progress)
+    arrays = None if force else custom.current_cache(cfg, say)
+    action = ALREADY_PRESENT if arrays is not None else CONVERTED_OWN
+    if arrays is None:
+        arrays = custom.convert(cfg, say, warn=_sayer(True))  # skipped files are said even when quiet
+    folder = custom.custom_cache_folder(cfg)
+    return _result(cfg.dataset, action, folder, Path(str(cfg.path)), read_manifest(folder), arrays)
 
 
 def _lock_path(root: Path, dataset: str) -> Path:
@@ -98,6 +125,9 @@ def load_dataset(cfg: DataConfig, *, progress: bool = True) -> CifarArrays:
     The check includes every file's sha256: a flipped byte in a pixel keeps the file's size,
     and training must never run on silently damaged images (hashing costs ~0.2 s for CIFAR).
     """
+    if cfg.dataset in CUSTOM_DATASET_NAMES:
+        arrays = custom.current_cache(cfg, _sayer(progress))
+        return arrays if arrays is not None else _reread(prepare_dataset(cfg, progress=progress))
     folder = cache_folder(cfg.root, cfg.dataset)
     try:
         arrays = read_cache(folder, cfg.dataset, verify_checksums=True)
@@ -105,8 +135,11 @@ def load_dataset(cfg: DataConfig, *, progress: bool = True) -> CifarArrays:
             return arrays
     except CacheError:
         pass
-    prepare_dataset(cfg, progress=progress)
-    return read_cache(folder, cfg.dataset)
+    return _reread(prepare_dataset(cfg, progress=progress))
+
+
+def _reread(result: PrepareResult) -> CifarArrays:
+    return read_cache(result.cache_dir, result.dataset)
 
 
 def _cache_matches_request(manifest: dict[str, Any], cfg: DataConfig) -> bool:
@@ -151,7 +184,8 @@ def read_cifar_archive(archive: Path, source: DatasetSource) -> CifarArrays:
         dataset=source.name, train_images=train["images"], train_labels=train["labels"],
         test_images=test["images"], test_labels=test["labels"],
         train_coarse_labels=train["coarse"] if coarse else None, test_coarse_labels=test["coarse"] if coarse else None,
-        class_names=class_names, superclass_names=superclass_names,
+        class_names=class_names, superclass_names=superclass_names, mean=dataset_stats(source.name)[0],
+        std=dataset_stats(source.name)[1],
     )
 
 
@@ -210,13 +244,23 @@ def _names(meta: dict[bytes, Any], key: bytes, expected_count: int, where: str) 
 
 def _result(dataset: str, action: str, folder: Path, archive: Path, manifest: dict[str, Any],
             arrays: CifarArrays) -> PrepareResult:
+    classes = arrays.num_classes
     return PrepareResult(
         dataset=dataset, action=action, cache_dir=folder, archive_path=archive,
-        source=str(manifest.get("source", "")), archive_md5=str(manifest.get("archive_md5", "")),
+        source=str(manifest.get("source") or ""), archive_md5=str(manifest.get("archive_md5") or ""),
         train_count=len(arrays.train_images), test_count=len(arrays.test_images),
+        class_names=tuple(arrays.class_names),
+        train_class_counts=tuple(int(n) for n in np.bincount(np.asarray(arrays.train_labels), minlength=classes)),
+        test_class_counts=tuple(int(n) for n in np.bincount(np.asarray(arrays.test_labels), minlength=classes)),
+        image_size=arrays.image_size,
+        skipped=custom.skipped_entries(manifest, "skipped"), ignored=custom.skipped_entries(manifest, "ignored"),
     )
 
 
 def _say(enabled: bool, line: str) -> None:
     if enabled:
         print(line, file=sys.stderr, flush=True)
+
+
+def _sayer(enabled: bool) -> custom.Say:
+    return lambda line: _say(enabled, line)

@@ -1,7 +1,9 @@
 """The model zoo: the registry, `build_model`, and where each model keeps its head and convs.
 
-Every model takes a normalised float batch N x 3 x 32 x 32 and returns N x num_classes logits,
-and names its classifier head `fc` (an `nn.Linear`), so the helpers below work on all of them.
+Every model takes a normalised float batch N x 3 x S x S (S = data.image_size, 32 for CIFAR)
+and returns N x num_classes logits, and names its classifier head `fc` (an `nn.Linear`), so the
+helpers below work on all of them. `model.name` may instead be an import path to the user's
+own model (see `custom.py`); the helpers that need a head or conv layers say so when it has none.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ from typing import Callable
 
 from torch import nn
 
-from cifarcli.config import ModelConfig
+from cifarcli.config import CIFAR_IMAGE_SIZE, HIDDEN_SIZE_MODELS, ModelConfig, is_model_import_path
 from cifarcli.errors import UsageError
+from cifarcli.models.custom import ModelImportError, build_custom_model
 from cifarcli.models.mlp import mlp
 from cifarcli.models.pretrained import load_imagenet_backbone
 from cifarcli.models.resnet9 import resnet9
@@ -20,7 +23,7 @@ from cifarcli.models.summary import ModelSummary, render_summary, summarize_mode
 from cifarcli.models.torchvision_resnet import resnet18, resnet34, resnet50
 from cifarcli.torchutil import unwrap_model
 
-ModelBuilder = Callable[..., nn.Module]  # (num_classes: int, dropout: float = 0.0) -> nn.Module
+ModelBuilder = Callable[..., nn.Module]  # (num_classes: int, dropout: float = 0.0, **sizes) -> nn.Module
 
 # Keyed by exactly config.MODEL_NAMES (a test holds them equal).
 MODELS: dict[str, ModelBuilder] = {
@@ -36,13 +39,22 @@ HEAD_NAME = "fc"  # the classifier head's module name in every registered model
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
-def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """A fresh `cfg.name` model with a `num_classes` head, on the CPU.
+def build_model(cfg: ModelConfig, num_classes: int, image_size: int = CIFAR_IMAGE_SIZE) -> nn.Module:
+    """A fresh `cfg.name` model with a `num_classes` head for image_size x image_size images, on the CPU.
 
     With `cfg.pretrained`, the backbone starts from that torchvision ImageNet weights file
-    (see `pretrained.load_imagenet_backbone`: the head and the 7x7 stem are not loaded).
+    (see `pretrained.load_imagenet_backbone`: the head and the 7x7 stem are not loaded). An
+    import-path name is imported, called with `cfg.kwargs` and checked on one dummy batch
+    (ModelImportError, a ConfigError, when anything is wrong).
     """
-    model = MODELS[cfg.name](num_classes, dropout=cfg.dropout)
+    if is_model_import_path(cfg.name):
+        return build_custom_model(cfg.name, num_classes, cfg.kwargs, image_size)
+    options: dict[str, object] = {"dropout": cfg.dropout}
+    if cfg.name in HIDDEN_SIZE_MODELS:  # their fully connected layers are sized by the image (the resnets pool it away)
+        options["image_size"] = image_size
+        if cfg.hidden_sizes is not None:
+            options["hidden_sizes"] = tuple(cfg.hidden_sizes)
+    model = MODELS[cfg.name](num_classes, **options)
     if cfg.pretrained is not None:
         load_imagenet_backbone(model, cfg.pretrained, cfg.name)
     return model
@@ -138,6 +150,7 @@ def freeze_norm_stats(model: nn.Module) -> int:
 __all__ = [
     "HEAD_NAME",
     "MODELS",
+    "ModelImportError",
     "ModelSummary",
     "build_model",
     "conv_layer_names",

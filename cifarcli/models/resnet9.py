@@ -31,7 +31,11 @@ class Residual(nn.Module):
 
 
 class ResNet9(nn.Module):
-    """prep 64@32 -> layer1 128@16 (+res) -> layer2 256@8 -> layer3 512@4 (+res) -> maxpool 4 -> fc."""
+    """prep 64@32 -> layer1 128@16 (+res) -> layer2 256@8 -> layer3 512@4 (+res) -> global max-pool -> fc.
+
+    The global max-pool (4x4 at 32 pixels, like the recipe's maxpool 4) lets it take any image
+    side of at least 8.
+    """
 
     def __init__(self, num_classes: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -41,7 +45,7 @@ class ResNet9(nn.Module):
         self.layer2 = conv_bn_relu(128, 256, pool=True)
         self.layer3 = conv_bn_relu(256, 512, pool=True)
         self.res3 = Residual(512)
-        self.pool = nn.MaxPool2d(4)
+        self.pool = nn.AdaptiveMaxPool2d(1)
         self.flatten = nn.Flatten()
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(512, num_classes)
@@ -53,5 +57,5 @@ class ResNet9(nn.Module):
 
 
 def resnet9(num_classes: int, dropout: float = 0.0) -> nn.Module:
-    """ResNet-9 for 3x32x32 images returning `num_classes` logits."""
+    """ResNet-9 for 3xSxS images (S >= 8, 32 for CIFAR) returning `num_classes` logits."""
     return ResNet9(num_classes, dropout)

@@ -1,7 +1,8 @@
-"""Torchvision ResNet-18/34/50 adapted to 32x32 images (never downloads anything).
+"""Torchvision ResNet-18/34/50 adapted to small images such as CIFAR's 32x32 (never downloads anything).
 
 The ImageNet stem (7x7 stride-2 conv, then a stride-2 maxpool) would shrink a 32x32 image to
 8x8 before the first block, so it becomes a 3x3 stride-1 conv and the maxpool is removed.
+The average pool before the head is adaptive, so any image side works.
 """
 
 from __future__ import annotations
