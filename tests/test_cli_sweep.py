@@ -93,6 +93,22 @@ def test_every_trial_is_a_normal_run_folder(grid_sweep: tuple[Path, str], tmp_pa
     assert (run / "report" / "index.html").is_file()
 
 
+def test_compare_a_sweep_folder_and_two_runs(grid_sweep: tuple[Path, str], smoke_run: Path, tmp_path: Path) -> None:
+    folder, _ = grid_sweep
+    result = CliRunner().invoke(app, ["compare", str(folder), "--out", str(tmp_path / "cmp")])
+    assert result.exit_code == 0, result.output
+    with (tmp_path / "cmp" / "config_diff.csv").open(newline="") as handle:
+        diff = list(csv.reader(handle))
+    assert [row[0] for row in diff[1:]] == ["data.batch_size", "optim.lr"] and len(diff[0]) == 5
+    with (tmp_path / "cmp" / "metrics.csv").open(newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 4
+    result = CliRunner().invoke(app, ["compare", str(smoke_run), str(trial_folders(folder)[0]), "--out", str(tmp_path / "two")])
+    assert result.exit_code == 0, result.output
+    with (tmp_path / "two" / "config_diff.csv").open(newline="") as handle:
+        keys = [row[0] for row in list(csv.reader(handle))[1:]]
+    assert "train.epochs" in keys and "run.tensorboard" in keys and "run.name" not in keys
+
+
 def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(cifar10_data_root: Path, tmp_path: Path) -> None:
     variants = tmp_path / "variants.yaml"
     variants.write_text("variants:\n  explode:\n    optim.name: sgd\n    optim.lr: 1.0e+30\n    train.overfit_batches: 2\n  fine: {}\n")
