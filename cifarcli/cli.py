@@ -85,7 +85,7 @@ def register(name: str, command: Callable[..., Any]) -> None:
 
 def _register_all() -> None:
     # Imported here so `cifar --version` stays fast; each module owns one subcommand.
-    from cifarcli.commands import compare, download, evaluate, lr_find, prepare, report, sweep, train, visualize_filters
+    from cifarcli.commands import compare, download, evaluate, landscape, lr_find, prepare, report, sweep, train, visualize_filters
 
     register("download", download.download)
     register("prepare", prepare.prepare)
@@ -96,6 +96,7 @@ def _register_all() -> None:
     register("visualize-filters", visualize_filters.visualize_filters)
     register("sweep", sweep.sweep)
     register("compare", compare.compare)
+    register("landscape", landscape.landscape)
 
 
 _register_all()
