@@ -183,3 +183,31 @@ def test_two_processes_on_one_sqlite_study_finish_a_grid_without_running_a_trial
     started = [line for _, err in outputs for line in err.splitlines() if line.startswith("trial ")]
     assert len(started) == 3, outputs  # each trial started once, in one of the two processes
     assert json.loads((folder / "sweep.json").read_text())["storage"] == storage
+
+
+def test_a_pruned_trial_stops_after_its_epoch_with_its_checkpoints_kept(cifar10_data_root: Path, tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from cifarcli.commands.sweeping import run_trial
+    from cifarcli.config import load_config
+    from cifarcli.sweeps.trials import TrialPruned, TrialTask
+
+    class PruneAtOnce:
+        def __init__(self) -> None:
+            self.reported: list[tuple[int, float]] = []
+
+        def report(self, epoch: int, val_accuracy: float) -> None:
+            self.reported.append((epoch, val_accuracy))
+            raise TrialPruned(f"pruned after epoch {epoch}")
+
+    base = load_config(Path("smoke"), ["train.epochs=3", "train.overfit_batches=1", "run.tensorboard=false", f"data.root={cifar10_data_root}"])
+    folder = tmp_path / "sweep" / "000_lr-0.003"
+    folder.mkdir(parents=True)
+    reporter = PruneAtOnce()
+    with pytest.raises(TrialPruned):
+        run_trial(base, TrialTask(0, folder.name, {"optim.lr": 0.003}, folder, resume=False), reporter, Console(quiet=True), False)
+    assert [epoch for epoch, _ in reporter.reported] == [1] and 0.0 <= reporter.reported[0][1] <= 1.0
+    assert (folder / "checkpoints" / "last.pt").is_file() and (folder / "checkpoints" / "best.pt").is_file()
+    assert len((folder / "metrics.csv").read_text().splitlines()) == 2  # header + the one epoch it trained
+    assert not (folder / "evaluation.json").exists()  # pruned before scoring
+    assert "name: 000_lr-0.003" in (folder / "config.yaml").read_text() and "lr: 0.003" in (folder / "config.yaml").read_text()

@@ -1,4 +1,4 @@
-"""The sweep's Optuna loop with a stand-in trainer: claiming, failures, pruning, take-over, seeds, processes.
+"""The sweep's Optuna study and trial loop with a stand-in trainer: claiming, failures, pruning, take-over, seeds, processes.
 
 The stand-in reports a made-up validation accuracy per epoch instead of training, so these
 tests exercise the study logic in well under a second each; tests/test_cli_sweep.py trains.
@@ -19,6 +19,7 @@ import pytest
 from cifarcli.config import load_config
 from cifarcli.errors import Interrupted
 from cifarcli.sweeps import study as sweep_study
+from cifarcli.sweeps import trials as sweep_trials
 from cifarcli.sweeps.spec import SweepSpec, build_spec
 from cifarcli.sweeps.summary import best_record
 
@@ -37,39 +38,39 @@ def new_sweep(folder: Path, spec: SweepSpec) -> sweep_study.Sweep:
     return sweep_study.create_study(storage, spec.name, spec, BASE_TREE, folder)
 
 
-class Recorder(sweep_study.SweepEvents):
+class Recorder(sweep_trials.SweepEvents):
     def __init__(self) -> None:
-        self.started: list[sweep_study.TrialTask] = []
+        self.started: list[sweep_trials.TrialTask] = []
         self.ended: list[tuple[str, str]] = []
 
-    def on_trial_start(self, task: sweep_study.TrialTask) -> None:
+    def on_trial_start(self, task: sweep_trials.TrialTask) -> None:
         self.started.append(task)
 
     def on_trial_end(self, record, counts, error) -> None:
         self.ended.append((record.name, record.state))
 
 
-def trainer(curve: Callable[[sweep_study.TrialTask], list[float]], fail: Callable[[sweep_study.TrialTask], bool] = lambda t: False):
+def trainer(curve: Callable[[sweep_trials.TrialTask], list[float]], fail: Callable[[sweep_trials.TrialTask], bool] = lambda t: False):
     """A stand-in run_trial: reports `curve(task)` epoch by epoch, or raises for tasks `fail` picks."""
 
-    def run(task: sweep_study.TrialTask, reporter: sweep_study.EpochReporter) -> sweep_study.TrialResult:
+    def run(task: sweep_trials.TrialTask, reporter: sweep_trials.EpochReporter) -> sweep_trials.TrialResult:
         if fail(task):
             raise RuntimeError(f"boom in {task.name}")
         for epoch, value in enumerate(curve(task), start=1):
             reporter.report(epoch, value)
-        return sweep_study.TrialResult(test_accuracy=0.5)
+        return sweep_trials.TrialResult(test_accuracy=0.5)
 
     return run
 
 
-def by_lr(task: sweep_study.TrialTask) -> list[float]:
+def by_lr(task: sweep_trials.TrialTask) -> list[float]:
     return [task.overrides["optim.lr"] * 10, task.overrides["optim.lr"] * 20]
 
 
 def test_grid_runs_every_point_once_and_records_results(tmp_path: Path) -> None:
     sweep = new_sweep(tmp_path / "s", grid_spec("optim.lr=0.01,0.02", "data.batch_size=16,32"))
     events = Recorder()
-    assert sweep_study.work(sweep, trainer(by_lr), events) == 4
+    assert sweep_trials.work(sweep, trainer(by_lr), events) == 4
     points = sorted((t.overrides["optim.lr"], t.overrides["data.batch_size"]) for t in events.started)
     assert points == [(0.01, 16), (0.01, 32), (0.02, 16), (0.02, 32)]
     assert [t.number for t in events.started] == [0, 1, 2, 3]
@@ -79,28 +80,28 @@ def test_grid_runs_every_point_once_and_records_results(tmp_path: Path) -> None:
     assert best_record(records).settings["optim.lr"] == 0.02
     assert sweep.study.best_value == pytest.approx(0.4)  # the objective: best validation accuracy
     assert all((sweep.folder / r.name).is_dir() for r in records)
-    assert sweep_study.work(sweep, trainer(by_lr), Recorder()) == 0  # nothing left to claim
+    assert sweep_trials.work(sweep, trainer(by_lr), Recorder()) == 0  # nothing left to claim
     assert sweep_study.counts(sweep) == {"complete": 4, "pruned": 0, "failed": 0, "running": 0, "waiting": 0, "total": 4}
 
 
 def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
     sweep = new_sweep(tmp_path / "s", grid_spec("optim.lr=0.01,0.02,0.03"))
     events = Recorder()
-    assert sweep_study.work(sweep, trainer(by_lr, fail=lambda t: t.overrides["optim.lr"] == 0.02), events) == 3
+    assert sweep_trials.work(sweep, trainer(by_lr, fail=lambda t: t.overrides["optim.lr"] == 0.02), events) == 3
     records = {r.settings["optim.lr"]: r for r in sweep_study.records(sweep)}
     assert records[0.02].state == "failed" and records[0.02].error == "RuntimeError: boom in " + records[0.02].name
     assert records[0.01].state == records[0.03].state == "complete"
-    assert sweep_study.work(sweep, trainer(by_lr), Recorder()) == 0  # a failed trial is finished: never run again
+    assert sweep_trials.work(sweep, trainer(by_lr), Recorder()) == 0  # a failed trial is finished: never run again
 
 
 def test_median_pruning_stops_a_trial_below_the_others(tmp_path: Path) -> None:
     sweep = new_sweep(tmp_path / "s", grid_spec("optim.lr=0.01,0.02,0.03,0.04", prune=True))
     good = [0.8, 0.85, 0.9]
 
-    def curve(task: sweep_study.TrialTask) -> list[float]:  # trials run in number order: the fourth is worst
+    def curve(task: sweep_trials.TrialTask) -> list[float]:  # trials run in number order: the fourth is worst
         return good if task.number < sweep_study.PRUNE_AFTER_TRIALS else [0.1, 0.1, 0.1]
 
-    sweep_study.work(sweep, trainer(curve), Recorder())
+    sweep_trials.work(sweep, trainer(curve), Recorder())
     states = [r.state for r in sweep_study.records(sweep)]
     assert states == ["complete", "complete", "complete", "pruned"]
     pruned = sweep_study.records(sweep)[3]
@@ -111,7 +112,7 @@ def test_an_interrupted_trial_stays_running_and_is_taken_over_from_its_checkpoin
     sweep = new_sweep(tmp_path / "s", grid_spec("optim.lr=0.01,0.02,0.03"))
     calls: list[tuple[str, bool]] = []
 
-    def run(task: sweep_study.TrialTask, reporter: sweep_study.EpochReporter) -> sweep_study.TrialResult:
+    def run(task: sweep_trials.TrialTask, reporter: sweep_trials.EpochReporter) -> sweep_trials.TrialResult:
         calls.append((task.name, task.resume))
         if len(calls) == 2:
             reporter.report(1, 0.3)
@@ -120,15 +121,15 @@ def test_an_interrupted_trial_stays_running_and_is_taken_over_from_its_checkpoin
             raise Interrupted("stopped by SIGINT at epoch 2")
         if task.resume:  # fit continues after the saved epoch
             reporter.report(2, 0.4)
-            return sweep_study.TrialResult(0.4)
+            return sweep_trials.TrialResult(0.4)
         return trainer(by_lr)(task, reporter)
 
     with pytest.raises(Interrupted):
-        sweep_study.work(sweep, run, Recorder())
+        sweep_trials.work(sweep, run, Recorder())
     assert sweep_study.counts(sweep)["running"] == 1 and sweep_study.counts(sweep)["complete"] == 1
     stopped = calls[1][0]
     again = sweep_study.reopen(sweep_study.open_storage(sweep_study.default_storage_url(sweep.folder)), "unit", sweep.folder)
-    assert sweep_study.work(again, run, Recorder()) == 2
+    assert sweep_trials.work(again, run, Recorder()) == 2
     assert calls[2] == (stopped, True)  # the stopped trial first, continuing in its folder; the first one never again
     assert [name for name, _ in calls].count(calls[0][0]) == 1
     assert sweep_study.counts(again)["complete"] == 3
@@ -136,11 +137,11 @@ def test_an_interrupted_trial_stays_running_and_is_taken_over_from_its_checkpoin
 
 def test_a_trial_held_by_a_live_process_is_left_alone(tmp_path: Path) -> None:
     sweep = new_sweep(tmp_path / "s", grid_spec("optim.lr=0.01"))
-    claim = sweep_study._claim_waiting(sweep)
-    assert claim is not None and sweep_study._claim_abandoned(sweep) is None  # its lock is held
-    assert sweep_study._claim_waiting(sweep) is None
+    claim = sweep_trials._claim_waiting(sweep)
+    assert claim is not None and sweep_trials._claim_abandoned(sweep) is None  # its lock is held
+    assert sweep_trials._claim_waiting(sweep) is None
     claim.lock.release()
-    taken = sweep_study._claim_abandoned(sweep)
+    taken = sweep_trials._claim_abandoned(sweep)
     assert taken is not None and taken.task.name == claim.task.name and taken.task.resume is False  # no checkpoint yet
     taken.lock.release()
 
@@ -158,7 +159,7 @@ def test_search_draws_the_same_settings_for_the_same_seed(tmp_path: Path) -> Non
     for run, seed in (("a", 7), ("b", 7), ("c", 8)):
         sweep = new_sweep(tmp_path / run, search_spec(tmp_path, seed))
         events = Recorder()
-        sweep_study.work(sweep, trainer(lambda t: [0.5]), events)
+        sweep_trials.work(sweep, trainer(lambda t: [0.5]), events)
         drawn[run] = [t.overrides for t in events.started]
     assert len(drawn["a"]) == 3 and drawn["a"] == drawn["b"] and drawn["a"] != drawn["c"]
     for overrides in drawn["a"]:
@@ -190,7 +191,7 @@ WORKER = textwrap.dedent('''
     import os, sys, time
     from pathlib import Path
     from cifarcli.config import load_config
-    from cifarcli.sweeps import study as s
+    from cifarcli.sweeps import study as s, trials as t
     from cifarcli.sweeps.spec import build_spec
 
     base = load_config(Path("smoke"))
@@ -208,8 +209,8 @@ WORKER = textwrap.dedent('''
         os.close(fd)
         time.sleep(0.05)
         reporter.report(1, 0.5)
-        return s.TrialResult(0.5)
-    print(s.work(sweep, run, s.SweepEvents()))
+        return t.TrialResult(0.5)
+    print(t.work(sweep, run, t.SweepEvents()))
 ''')
 
 

@@ -34,7 +34,7 @@ def landscape(
     console.print(f"{s.points}x{s.points} points{' twice (trained, initial)' if s.from_init else ''} on {s.batches} "
                   f"{s.split} batches of {trained.cfg.data.eval_batch_size} images", markup=False)  # fmt: skip
     with Progress(TextColumn("loss landscape"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=console, transient=True) as progress:  # fmt: skip
+                  console=console, transient=True, disable=not console.is_terminal or console.quiet) as progress:  # fmt: skip
         task = progress.add_task("points", total=s.points**2 * (2 if s.from_init else 1))
         result = compute_landscape(trained, lambda done, total: progress.update(task, completed=done))
     out_dir = out if out is not None else runs.run_dir_of(trained.path) / "landscape"

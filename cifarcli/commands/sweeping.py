@@ -25,6 +25,7 @@ from cifarcli.data.prepare import load_dataset
 from cifarcli.engine.trainer import CallbackList, TrainCallbacks
 from cifarcli.errors import ConfigError, Interrupted, UsageError
 from cifarcli.sweeps import study as sweep_study
+from cifarcli.sweeps import trials as sweep_trials
 from cifarcli.sweeps.spec import SweepSpec, format_value
 from cifarcli.sweeps.summary import TrialRecord, best_record, write_summary_csv
 
@@ -115,7 +116,7 @@ def _work(sweep: sweep_study.Sweep, base: ExperimentConfig, storage_url: Optiona
     console.print(f"{_describe(sweep.spec)}: {_tally(counts)}", markup=False, soft_wrap=True)
     events = _ConsoleEvents(console, sweep)
     try:
-        ran = sweep_study.work(sweep, lambda task, reporter: run_trial(base, task, reporter, console, verbose), events)
+        ran = sweep_trials.work(sweep, lambda task, reporter: run_trial(base, task, reporter, console, verbose), events)
     except (Interrupted, KeyboardInterrupt) as exc:
         write_summary_csv(sweep.folder, sweep_study.records(sweep), sweep.spec.setting_columns())
         reason = exc.message if isinstance(exc, Interrupted) else "interrupted"
@@ -140,7 +141,7 @@ def _tally(counts: dict[str, int]) -> str:
     return f"{counts['total']} trials" + (f" ({', '.join(shown)})" if shown else "")
 
 
-def trial_config(base: ExperimentConfig, task: sweep_study.TrialTask) -> ExperimentConfig:
+def trial_config(base: ExperimentConfig, task: sweep_trials.TrialTask) -> ExperimentConfig:
     """The base config with the trial's settings; its run folder is the trial's folder in the sweep."""
     return config_with(base, {**task.overrides, "run.root": str(task.folder.parent), "run.name": task.name})
 
@@ -148,7 +149,7 @@ def trial_config(base: ExperimentConfig, task: sweep_study.TrialTask) -> Experim
 class _ReportEpochs(TrainCallbacks):
     """Hands each epoch's validation accuracy to the study (which may prune the trial: fit stops after its checkpoint)."""
 
-    def __init__(self, reporter: sweep_study.EpochReporter) -> None:
+    def __init__(self, reporter: sweep_trials.EpochReporter) -> None:
         self.reporter = reporter
 
     def on_epoch_end(self, row: dict[str, float], is_best: bool) -> None:
@@ -156,8 +157,8 @@ class _ReportEpochs(TrainCallbacks):
 
 
 def run_trial(
-    base: ExperimentConfig, task: sweep_study.TrialTask, reporter: sweep_study.EpochReporter, console: Console, verbose: bool
-) -> sweep_study.TrialResult:
+    base: ExperimentConfig, task: sweep_trials.TrialTask, reporter: sweep_trials.EpochReporter, console: Console, verbose: bool
+) -> sweep_trials.TrialResult:
     """Train one trial into its folder (continuing from its checkpoint if `task.resume`) and score it."""
     cfg = trial_config(base, task)
     display = TrainingDisplay(console, cfg.data.batch_size) if verbose else TrainCallbacks()
@@ -166,16 +167,16 @@ def run_trial(
                                resume=task.resume, progress=False)  # fmt: skip
     finally:
         display.on_train_end()  # a pruned trial leaves fit before its own on_train_end
-    return sweep_study.TrialResult(float(outcome.test_summary["top1"]))
+    return sweep_trials.TrialResult(float(outcome.test_summary["top1"]))
 
 
-class _ConsoleEvents(sweep_study.SweepEvents):
+class _ConsoleEvents(sweep_trials.SweepEvents):
     """A line as each trial starts and ends; summary.csv rewritten after each."""
 
     def __init__(self, console: Console, sweep: sweep_study.Sweep) -> None:
         self.console, self.sweep = console, sweep
 
-    def on_trial_start(self, task: sweep_study.TrialTask) -> None:
+    def on_trial_start(self, task: sweep_trials.TrialTask) -> None:
         settings = ", ".join(f"{k}={format_value(v, 4)}" for k, v in task.overrides.items()) or "the base config"
         again = " (continuing from its checkpoint)" if task.resume else ""
         self.console.print(f"trial {task.name}: {settings}{again}", markup=False, soft_wrap=True)
