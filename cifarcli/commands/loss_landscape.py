@@ -16,7 +16,6 @@ from cifarcli.config import ExperimentConfig
 from cifarcli.data.loader import DeviceLoader
 from cifarcli.data.prepare import load_dataset
 from cifarcli.data.split import stratified_split
-from cifarcli.data.stats import dataset_stats
 from cifarcli.engine.landscape import ProgressCallback, filter_normalized_directions, grid_coordinates, loss_surface
 from cifarcli.errors import UsageError
 from cifarcli.plots.landscape import plot_landscape_1d, plot_landscape_contours, plot_landscape_surfaces
@@ -49,9 +48,8 @@ def evaluation_batches(cfg: ExperimentConfig, device: torch.device) -> list[tupl
                              hint="use --set landscape.split=train or test")  # fmt: skip
         images, targets = np.asarray(arrays.train_images)[chosen], labels.train[chosen]
     count = min(len(targets), cfg.landscape.batches * cfg.data.eval_batch_size)
-    mean, std = dataset_stats(cfg.data.dataset)
     loader = DeviceLoader(images[:count], targets[:count], batch_size=cfg.data.eval_batch_size, num_classes=labels.num_classes,
-                          mean=mean, std=std, device=device, channels_last=compose.use_channels_last(cfg, device))  # fmt: skip
+                          mean=arrays.mean, std=arrays.std, device=device, channels_last=compose.use_channels_last(cfg, device))  # fmt: skip
     return list(loader)
 
 
