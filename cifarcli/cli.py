@@ -85,7 +85,7 @@ def register(name: str, command: Callable[..., Any]) -> None:
 
 def _register_all() -> None:
     # Imported here so `cifar --version` stays fast; each module owns one subcommand.
-    from cifarcli.commands import download, evaluate, lr_find, prepare, report, train, visualize_filters
+    from cifarcli.commands import compare, download, evaluate, landscape, lr_find, prepare, report, sweep, train, visualize_filters
 
     register("download", download.download)
     register("prepare", prepare.prepare)
@@ -94,6 +94,9 @@ def _register_all() -> None:
     register("lr-find", lr_find.lr_find)
     register("report", report.report)
     register("visualize-filters", visualize_filters.visualize_filters)
+    register("sweep", sweep.sweep)
+    register("compare", compare.compare)
+    register("landscape", landscape.landscape)
 
 
 _register_all()

@@ -257,6 +257,22 @@ class VisualizeConfig(Section):
     max_feature_maps: int = Field(32, ge=1, le=512, description="Channels shown per feature-map grid.")
 
 
+class LandscapeConfig(Section):
+    split: Literal["train", "val", "test"] = Field("train", description="Images the loss is measured on: train (the training split, not augmented), val or test.")
+    batches: int = Field(4, ge=1, le=1000, description="Evaluation batches (of data.eval_batch_size images) the loss is averaged over, at every grid point.")
+    points: int = Field(21, ge=3, le=201, description="Grid points per direction, odd so that the centre is the trained weights (points x points evaluations).")
+    span: float = Field(1.0, gt=0, le=100, description="The grid runs from -span to +span along each filter-normalised direction.")
+    seed: int = Field(0, ge=0, description="Seed of the two random directions.")
+    from_init: bool = Field(False, description="Also map the loss around the initial weights (rebuilt from train.seed), beside the trained one.")
+
+    @field_validator("points")
+    @classmethod
+    def _odd(cls, points: int) -> int:
+        if points % 2 == 0:
+            raise ValueError(f"must be odd so the grid's centre is the trained weights, e.g. {points + 1}")
+        return points
+
+
 class RunConfig(Section):
     name: str = Field("default", min_length=1, max_length=80, pattern=r"^[A-Za-z0-9._-]+$", description="Run name, part of the run folder's name.")
     root: Path = Field(Path("runs"), description="Folder under which run folders are created.")
@@ -275,6 +291,7 @@ class ExperimentConfig(Section):
     lr_find: LrFindConfig = LrFindConfig()
     report: ReportConfig = ReportConfig()
     visualize: VisualizeConfig = VisualizeConfig()
+    landscape: LandscapeConfig = LandscapeConfig()
     run: RunConfig = RunConfig()
     lr_source: Optional[str] = Field(None, description="Set by `--lr-from`: the lr_find.json whose suggestion became optim.lr.")
 

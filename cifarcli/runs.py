@@ -32,24 +32,36 @@ LR_TRACE_FILE = "lr_schedule.csv"
 REPORT_DIR = "report"
 
 
+def timestamp(now: datetime | None = None) -> str:
+    """`<date>-<time>` as run folder names start: 20261121-093000."""
+    return (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+
+
 def create_run_dir(root: Path, name: str, now: datetime | None = None) -> Path:
     """Create and return a new, empty run folder; never reuses one (a suffix keeps names unique)."""
-    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return create_unique_dir(root, f"{timestamp(now)}-{name}")
+
+
+def create_unique_dir(root: Path, base: str, what: str = "run", hint: str = "set run.root to a writable folder") -> Path:
+    """Create and return `root/base`, or `root/base-2`, `-3`, ... when taken: always a new, empty folder.
+
+    `what` names the folder in messages ("run", "sweep"); `hint` says how to pick another root.
+    """
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RunError(f"cannot create the runs folder {root}: {exc.strerror or exc}", hint="set run.root to a writable folder") from exc
+        raise RunError(f"cannot create the {what}s folder {root}: {exc.strerror or exc}", hint=hint) from exc
     for attempt in range(1, 1000):
         suffix = "" if attempt == 1 else f"-{attempt}"
-        path = root / f"{stamp}-{name}{suffix}"
+        path = root / f"{base}{suffix}"
         try:
             path.mkdir()  # atomic: two runs started in the same second cannot both get one name
         except FileExistsError:
             continue
         except OSError as exc:
-            raise RunError(f"cannot create run folder {path}: {exc.strerror or exc}", hint="set run.root to a writable folder") from exc
+            raise RunError(f"cannot create {what} folder {path}: {exc.strerror or exc}", hint=hint) from exc
         return path
-    raise RunError(f"could not find a free run folder name under {root} for {stamp}-{name}")
+    raise RunError(f"could not find a free {what} folder name under {root} for {base}")
 
 
 def checkpoint_path(run_dir: Path, which: str = LAST_CHECKPOINT) -> Path:

@@ -74,7 +74,7 @@ def print_config_and_exit(cfg: ExperimentConfig, print_config: bool) -> None:
 
 # Settings that change how a trained model is scored or shown, never what was trained.
 EVALUATION_SETTINGS = (
-    "eval.", "report.", "visualize.", "data.eval_batch_size", "data.device", "data.root",
+    "eval.", "report.", "visualize.", "landscape.", "data.eval_batch_size", "data.device", "data.root",
     "data.source", "data.md5", "data.verify", "train.amp", "train.amp_on_cpu",
 )  # fmt: skip
 

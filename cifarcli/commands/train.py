@@ -8,16 +8,15 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from cifarcli import fileio, runs
+from cifarcli import runs
 from cifarcli.commands import compose
 from cifarcli.commands.evaluation import print_summary
 from cifarcli.commands.lr_find import LrFromOption, config_with_lr_from
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, print_config_and_exit, resolve_config
 from cifarcli.commands.progress import TrainingDisplay, make_console
-from cifarcli.commands.training import train_and_score
-from cifarcli.config import ExperimentConfig, config_to_yaml, load_config
-from cifarcli.engine.checkpoint import load_checkpoint
-from cifarcli.engine.trainer import restore_train_state
+from cifarcli.commands.training import run_training
+from cifarcli.config import ExperimentConfig, load_config
+from cifarcli.engine.loop import TrainState
 from cifarcli.errors import UsageError
 from cifarcli.models import render_summary
 
@@ -45,23 +44,17 @@ def train(
             cfg = config_with_lr_from(cfg, lr_from, console)
             print_config_and_exit(cfg, print_config)
 
-    device = compose.device_for(cfg)
-    data = compose.build_data(cfg, device, progress=not quiet)
-    model = compose.prepare_model(cfg, data.labels.num_classes, device)
-    state = compose.build_train_state(cfg, model, compose.steps_per_epoch(cfg, data), device)
-    if resume is None:  # the folder is made only once everything above has validated
-        run_dir = runs.create_run_dir(cfg.run.root, cfg.run.name)
-        fileio.write_text_atomic(run_dir / runs.CONFIG_FILE, config_to_yaml(cfg))
-        fileio.write_json(run_dir / runs.RUN_INFO_FILE, compose.run_info(cfg, data, device))
-    else:
-        run_dir = resume
-        restore_train_state(state, load_checkpoint(runs.checkpoint_path(run_dir, runs.LAST_CHECKPOINT)))
-        console.print(f"resuming at epoch {state.epoch + 1}, step {state.batch_in_epoch + 1}")
-    console.print(f"run folder: {run_dir}")
-    if not quiet:
-        console.print(render_summary(compose.summary_at_start(cfg, state)))
+    def announce(run_dir: Path, state: TrainState) -> None:
+        if resume is not None:
+            console.print(f"resuming at epoch {state.epoch + 1}, step {state.batch_in_epoch + 1}")
+        console.print(f"run folder: {run_dir}")
+        if not quiet:
+            console.print(render_summary(compose.summary_at_start(cfg, state)))
 
-    outcome = train_and_score(cfg, state, data, device, run_dir, TrainingDisplay(console, cfg.data.batch_size))
+    new_run_dir = (lambda: resume) if resume is not None else (lambda: runs.create_run_dir(cfg.run.root, cfg.run.name))
+    display = TrainingDisplay(console, cfg.data.batch_size)
+    outcome = run_training(cfg, new_run_dir, display, resume=resume is not None, progress=not quiet, on_start=announce)
+    run_dir = outcome.run_dir
     print_summary(Console(highlight=False), outcome.test_summary, f"test set, best checkpoint ({outcome.fit.best_checkpoint.name})")
     files = [run_dir / runs.CONFIG_FILE, run_dir / runs.METRICS_FILE, outcome.fit.last_checkpoint, outcome.fit.best_checkpoint]
     for path in [*files, *outcome.written]:

@@ -1,24 +1,27 @@
-"""The work behind `cifar train`: fit with logging, then score the best checkpoint on the test set."""
+"""The work behind `cifar train` and every sweep trial: build, fit with logging, score the best checkpoint."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 
-from cifarcli import runs
+from cifarcli import fileio, runs
 from cifarcli.commands import compose
 from cifarcli.commands.evaluation import evaluate_split, write_evaluation
-from cifarcli.config import ExperimentConfig
+from cifarcli.config import ExperimentConfig, config_to_yaml
+from cifarcli.engine.checkpoint import load_checkpoint
 from cifarcli.engine.loop import TrainState
 from cifarcli.engine.tensorboard import TensorBoardLogger
-from cifarcli.engine.trainer import CallbackList, FitResult, FitSettings, TrainCallbacks, fit
+from cifarcli.engine.trainer import CallbackList, FitResult, FitSettings, TrainCallbacks, fit, restore_train_state
 from cifarcli.plots.confusion import plot_confusion_matrix
 
 
 @dataclass(frozen=True)
 class TrainingOutcome:
+    run_dir: Path
     fit: FitResult
     test_summary: dict
     written: list[Path]  # evaluation files and figures, besides the checkpoints and metrics
@@ -57,4 +60,30 @@ def train_and_score(
     finally:
         if logger is not None:
             logger.close()
-    return TrainingOutcome(result, summary, written)
+    return TrainingOutcome(run_dir, result, summary, written)
+
+
+def run_training(
+    cfg: ExperimentConfig, new_run_dir: Callable[[], Path], display: TrainCallbacks, resume: bool = False,
+    progress: bool = True, on_start: Optional[Callable[[Path, TrainState], None]] = None,
+) -> TrainingOutcome:  # fmt: skip
+    """Turn a resolved config into a finished run folder; `cifar train` and each sweep trial call this.
+
+    Data, model and training state are built first; only then is `new_run_dir()` called, so a
+    setting that fails to build leaves no folder behind. A fresh run gets config.yaml and
+    run_info.json there; with `resume`, the folder's last checkpoint is restored instead.
+    `on_start(run_dir, state)` is called just before training starts.
+    """
+    device = compose.device_for(cfg)
+    data = compose.build_data(cfg, device, progress=progress)
+    model = compose.prepare_model(cfg, data.labels.num_classes, device)
+    state = compose.build_train_state(cfg, model, compose.steps_per_epoch(cfg, data), device)
+    run_dir = new_run_dir()
+    if resume:
+        restore_train_state(state, load_checkpoint(runs.checkpoint_path(run_dir, runs.LAST_CHECKPOINT)))
+    else:
+        fileio.write_text_atomic(run_dir / runs.CONFIG_FILE, config_to_yaml(cfg))
+        fileio.write_json(run_dir / runs.RUN_INFO_FILE, compose.run_info(cfg, data, device))
+    if on_start is not None:
+        on_start(run_dir, state)
+    return train_and_score(cfg, state, data, device, run_dir, display)

@@ -16,15 +16,18 @@ from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption
 from cifarcli.commands.progress import make_console
 from cifarcli.config import VisualizeConfig
 from cifarcli.data.prepare import load_dataset
+from cifarcli.engine.conv_geometry import stride_padding_maps
 from cifarcli.engine.explain import GradCam, grad_cam, layer_activations
 from cifarcli.errors import UsageError
 from cifarcli.models import conv_layer_names, find_layer, first_conv, last_conv_layer_name
 from cifarcli.plots.filters import ImageCaption, plot_feature_maps, plot_filters, plot_gradcam
+from cifarcli.plots.stride_padding import plot_stride_padding
 
 VISUALIZE_DIR = "visualize"  # inside the run folder, unless --out is given
 FILTERS_FILE = "filters.png"
 FEATURE_MAPS_FILE = "feature_maps.png"
 GRADCAM_FILE = "gradcam.png"
+STRIDE_PADDING_FILE = "stride_padding.png"
 
 
 def visualize_filters(
@@ -39,6 +42,9 @@ def visualize_filters(
     out: Annotated[Optional[Path], typer.Option("--out", help="Folder for the PNGs (default: RUN/visualize).")] = None,
     ema: Annotated[bool, typer.Option("--ema", help="Show the EMA weights (runs trained with train.ema_decay).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the written paths.")] = False,
+    stride_padding: Annotated[bool, typer.Option(
+        "--stride-padding", help="Instead: the first conv's filters applied with stride 1, 2, 3 and padding 0, 1, 2 (stride_padding.png).",
+    )] = False,  # fmt: skip
 ) -> None:
     """Show first-layer filters, feature maps and Grad-CAM heatmaps of a trained model.
 
@@ -60,11 +66,17 @@ def visualize_filters(
     labels = compose.select_labels(arrays, cfg.data.label_mode)
     indices = pick_test_images(len(labels.test), cfg.visualize)
     picked = compose.test_images(cfg, arrays, labels, indices, device)
+    out_dir = out if out is not None else runs.run_dir_of(path) / VISUALIZE_DIR
+    if stride_padding:
+        captions_sp = [f"test #{i}: {labels.class_names[int(t)]}" for i, t in zip(indices, picked.labels)]
+        figure = plot_stride_padding(picked.raw, stride_padding_maps(stem, picked.inputs), captions_sp,
+                                     out_dir / STRIDE_PADDING_FILE, conv_layer_names(model)[0], stem.kernel_size[0])  # fmt: skip
+        typer.echo(f"wrote {figure}")
+        return
     activations, cam = _explain(model, chosen, layer_name, picked.inputs)
     captions = _captions(indices, picked.labels, cam, labels.class_names)
     raw_images = picked.raw
 
-    out_dir = out if out is not None else runs.run_dir_of(path) / VISUALIZE_DIR
     written = [
         plot_filters(stem.weight.detach().float().cpu().numpy(), out_dir / FILTERS_FILE, conv_layer_names(model)[0]),
         plot_feature_maps(raw_images, activations, captions, out_dir / FEATURE_MAPS_FILE, layer_name, cfg.visualize.max_feature_maps),
