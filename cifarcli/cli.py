@@ -10,7 +10,7 @@ from typing import Annotated, Any, Callable
 
 import typer
 
-from cifarcli import __version__
+from cifarcli import __version__, escape
 from cifarcli.errors import CifarError
 
 app = typer.Typer(
@@ -31,8 +31,7 @@ def debug_enabled() -> bool:
 
 def one_line(text: str) -> str:
     """`text` as one printable line: newlines become spaces, control characters are escaped."""
-    flat = " ".join(str(text).split("\n"))
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in flat)
+    return " ".join(escape.terminal(line) for line in str(text).split("\n"))
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -9,7 +9,7 @@ hold markup, escape sequences, `$...$` or a comma. One helper per medium:
   as written; `rich_markup` is for the few strings rich parses as markup anyway.
 - `plot`: the same for matplotlib, keeping newlines; `plots.figures` turns mathtext off, so
   `$` and `\\` are drawn as written.
-- `html`: `html.escape`, quotes included.
+- `html`: `html.escape`, quotes included; `markdown` also escapes the table separator `|`.
 - CSV needs no helper: `fileio.write_csv` uses `csv.writer`.
 - `clip`/`value`: a long value cut to a fixed length, for messages.
 """
@@ -45,6 +45,11 @@ def rich_markup(text: object) -> str:
 def html(text: object) -> str:
     """`text` for an HTML page, as element content or a quoted attribute."""
     return _html.escape(str(text), quote=True)
+
+
+def markdown(text: object) -> str:
+    """`text` for one Markdown table cell or heading: one line, HTML and `|` escaped."""
+    return html(terminal(text)).replace("|", "\\|")
 
 
 def clip(text: str, limit: int = MESSAGE_VALUE_CHARS) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -87,17 +88,17 @@ def read_json(path: Path) -> Any:
 
 
 def write_csv(path: Path, header: list[str], rows: Iterable[Iterable[Any]]) -> None:
-    """Write a whole CSV file atomically."""
-    lines = [",".join(header)]
-    lines += [",".join(_csv_cell(v) for v in row) for row in rows]
-    write_text_atomic(path, "\n".join(lines) + "\n")
+    """Write a whole CSV file atomically, quoted by `csv.writer` (a class name may hold a comma or a quote)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows([_csv_cell(v) for v in row] for row in rows)
+    write_text_atomic(path, buffer.getvalue())
 
 
-def _csv_cell(value: Any) -> str:
-    if isinstance(value, float):
-        return repr(value)
-    text = str(value)
-    return f'"{text}"' if ("," in text or '"' in text) else text
+def _csv_cell(value: Any) -> Any:
+    # repr of a Python float round-trips exactly; numpy's float64 repr is "np.float64(...)" under numpy 2.
+    return repr(float(value)) if isinstance(value, float) else value
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

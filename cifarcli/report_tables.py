@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from cifarcli import escape
 from cifarcli.errors import UsageError
 from cifarcli.metrics import class_scores, most_confused_pairs
 
@@ -125,16 +126,16 @@ def _cell(value: object) -> str:
 
 
 def markdown_table(header: list[str], cells: list[list[str]]) -> str:
-    """A GitHub-flavoured Markdown table; `|` inside a cell is escaped."""
+    """A GitHub-flavoured Markdown table; every cell escaped (`escape.markdown`)."""
     def line(values: list[str]) -> str:
-        return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+        return "| " + " | ".join(escape.markdown(v) for v in values) + " |"
 
     return "\n".join([line(header), line(["---"] * len(header)), *(line(row) for row in cells)])
 
 
 def report_markdown(title: str, headline: list[tuple[str, str]], report: list[dict], pairs: list[dict]) -> str:
     """classification_report.md: the headline figures, the per-class table and the most confused pairs."""
-    parts = [f"# {title}", "", markdown_table(["metric", "value"], [list(item) for item in headline]), ""]
+    parts = [f"# {escape.markdown(title)}", "", markdown_table(["metric", "value"], [list(item) for item in headline]), ""]
     parts += ["## Per class", "", markdown_table(REPORT_COLUMNS, table_cells(report, REPORT_COLUMNS)), ""]
     parts += ["## Most confused pairs", ""]
     parts.append(markdown_table(PAIR_COLUMNS, table_cells(pairs, PAIR_COLUMNS)) if pairs else "No image was misclassified.")

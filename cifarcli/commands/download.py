@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from cifarcli import escape
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_config
 from cifarcli.data.prepare import prepare_dataset
 
@@ -46,8 +47,10 @@ def download(
     flags = {"data.dataset": dataset, "data.source": source, "data.md5": md5, "data.verify": False if no_verify else None}
     cfg = resolve_config(config, overrides, print_config, flags)
     result = prepare_dataset(cfg.data, force=force)
-    typer.echo(f"{result.dataset}: {result.action}")
-    typer.echo(f"cache:   {result.cache_dir} ({result.train_count} train, {result.test_count} test images)")
+    lines = [f"{result.dataset}: {result.action}",
+             f"cache:   {result.cache_dir} ({result.train_count} train, {result.test_count} test images)"]  # fmt: skip
     if result.archive_path.is_file():
-        typer.echo(f"archive: {result.archive_path} (md5 {result.archive_md5})")
-    typer.echo(f"source:  {result.source}")
+        lines.append(f"archive: {result.archive_path} (md5 {result.archive_md5})")
+    lines.append(f"source:  {result.source}")
+    for line in lines:
+        typer.echo(escape.terminal(line))

@@ -7,11 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
-from cifarcli import fileio, runs
+from cifarcli import escape, fileio, runs
 from cifarcli.commands import compose
 from cifarcli.commands.evaluation import evaluate_split, write_evaluation
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_trained_run
-from cifarcli.commands.progress import make_console
+from cifarcli.commands.progress import make_console, print_written
 from cifarcli.commands.report_pages import write_report
 from cifarcli.config import ExperimentConfig
 from cifarcli.data.cache import CifarArrays
@@ -37,15 +37,14 @@ def report(
     written: list[Path] = []
     reason = _evaluation_needed(run_dir, cfg)
     if reason:
-        console.print(f"scoring {checkpoint_path} on the {cfg.eval.split} split first: {reason}", soft_wrap=True)
+        console.print(f"scoring {escape.terminal(checkpoint_path)} on the {cfg.eval.split} split first: {reason}", soft_wrap=True)
         arrays, labels, written = _score(cfg, checkpoint_path, checkpoint, quiet)
     else:
         arrays = load_dataset(cfg.data, progress=not quiet)
         labels = compose.select_labels(arrays, cfg.data.label_mode)
     paths = write_report(cfg, run_dir, checkpoint_path, checkpoint, arrays, labels)
-    for path in [*written, *paths]:
-        typer.echo(f"wrote {path}")
-    console.print(f"open {paths[-1]} in a browser (it is self-contained)", soft_wrap=True)
+    print_written([*written, *paths])
+    console.print(f"open {escape.terminal(paths[-1])} in a browser (it is self-contained)", soft_wrap=True)
 
 
 def _score(

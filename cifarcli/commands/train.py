@@ -6,14 +6,13 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from cifarcli import fileio, runs
+from cifarcli import escape, fileio, runs
 from cifarcli.commands import compose
 from cifarcli.commands.evaluation import print_summary
 from cifarcli.commands.lr_find import LrFromOption, config_with_lr_from
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, print_config_and_exit, resolve_config
-from cifarcli.commands.progress import TrainingDisplay, make_console
+from cifarcli.commands.progress import TrainingDisplay, make_console, print_written
 from cifarcli.commands.training import train_and_score
 from cifarcli.config import ExperimentConfig, config_to_yaml, load_config
 from cifarcli.engine.checkpoint import load_checkpoint
@@ -57,17 +56,16 @@ def train(
         run_dir = resume
         restore_train_state(state, load_checkpoint(runs.checkpoint_path(run_dir, runs.LAST_CHECKPOINT)))
         console.print(f"resuming at epoch {state.epoch + 1}, step {state.batch_in_epoch + 1}")
-    console.print(f"run folder: {run_dir}")
+    console.print(f"run folder: {escape.terminal(run_dir)}")
     if not quiet:
         console.print(render_summary(compose.summary_at_start(cfg, state)))
 
     outcome = train_and_score(cfg, state, data, device, run_dir, TrainingDisplay(console, cfg.data.batch_size))
-    print_summary(Console(highlight=False), outcome.test_summary, f"test set, best checkpoint ({outcome.fit.best_checkpoint.name})")
+    print_summary(make_console(stderr=False), outcome.test_summary, f"test set, best checkpoint ({outcome.fit.best_checkpoint.name})")
     files = [run_dir / runs.CONFIG_FILE, run_dir / runs.METRICS_FILE, outcome.fit.last_checkpoint, outcome.fit.best_checkpoint]
-    for path in [*files, *outcome.written]:
-        typer.echo(f"wrote {path}")
+    print_written([*files, *outcome.written])
     if cfg.run.tensorboard:
-        typer.echo(f"TensorBoard: tensorboard --logdir {run_dir / runs.TENSORBOARD_DIR}")
+        typer.echo(f"TensorBoard: tensorboard --logdir {escape.terminal(run_dir / runs.TENSORBOARD_DIR)}")
 
 
 def _resumed_config(run_dir: Path) -> ExperimentConfig:

@@ -10,10 +10,10 @@ import torch
 import typer
 from torch import nn
 
-from cifarcli import runs
+from cifarcli import escape, runs
 from cifarcli.commands import compose
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_trained_run
-from cifarcli.commands.progress import make_console
+from cifarcli.commands.progress import make_console, print_written
 from cifarcli.config import VisualizeConfig
 from cifarcli.data.prepare import load_dataset
 from cifarcli.engine.explain import GradCam, grad_cam, layer_activations
@@ -70,9 +70,8 @@ def visualize_filters(
         plot_feature_maps(raw_images, activations, captions, out_dir / FEATURE_MAPS_FILE, layer_name, cfg.visualize.max_feature_maps),
         plot_gradcam(raw_images, cam.heatmaps, captions, out_dir / GRADCAM_FILE, layer_name),
     ]
-    make_console(quiet).print(f"layer {layer_name}, test images {', '.join(map(str, indices))}")
-    for file in written:
-        typer.echo(f"wrote {file}")
+    make_console(quiet).print(f"layer {escape.terminal(layer_name)}, test images {', '.join(map(str, indices))}")
+    print_written(written)
 
 
 def pick_test_images(test_count: int, cfg: VisualizeConfig) -> np.ndarray:

@@ -20,6 +20,7 @@ from typing import BinaryIO, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from cifarcli import escape
 from cifarcli.errors import DataError, UsageError
 from cifarcli.fileio import file_digest, fsync_dir
 
@@ -46,7 +47,7 @@ class TransferProgress:
     """Progress of one transfer on stderr: a rich bar on a terminal, plain lines otherwise."""
 
     def __init__(self, label: str, *, enabled: bool = True, stream: TextIO | None = None) -> None:
-        self.label = label
+        self.label = escape.terminal(label)  # from the URL or path the user gave
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stderr
         self.total_bytes: int | None = None
@@ -65,8 +66,8 @@ class TransferProgress:
             return
         if self.stream.isatty():
             self._bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                TimeRemainingColumn(), console=Console(file=self.stream),
+                TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                TimeRemainingColumn(), console=Console(file=self.stream, markup=False),
             )
             self._bar.start()
             self._task = self._bar.add_task(self.label, total=total_bytes, completed=done_bytes)
@@ -231,8 +232,8 @@ def _download(url: str, part: Path, timeout_s: float, retries: int, backoff_base
         if attempt + 1 < attempts:
             delay_s = retry_delay_s(attempt, backoff_base_s)
             if progress:
-                print(f"download of {url} failed ({reason}); retrying in {delay_s:.1f} s "
-                      f"(attempt {attempt + 2} of {attempts})", file=sys.stderr, flush=True)
+                print(escape.terminal(f"download of {url} failed ({reason}); retrying in {delay_s:.1f} s "
+                                      f"(attempt {attempt + 2} of {attempts})"), file=sys.stderr, flush=True)
             time.sleep(delay_s)
     raise DataError(
         f"could not download {url} after {attempts} attempt(s): {reason}",
