@@ -23,6 +23,7 @@ from cifarcli.fileio import file_digest, write_atomic, write_atomic_with
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 IMAGE_SHAPE = (32, 32, 3)  # height, width, RGB channels
+MAX_CLASS_NAME_CHARS = 200  # the official names have at most 20
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,24 @@ def check_arrays(arrays: CifarArrays) -> str | None:
                 return f"{split}_{kind} is {labels.dtype} {labels.shape}, expected int64 ({len(images)},)"
             if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
                 return f"{split}_{kind} holds values outside 0..{len(names) - 1}"
+    for kind, names in (("class_names", arrays.class_names), ("superclass_names", arrays.superclass_names or [])):
+        problem = _names_problem(names)
+        if problem is not None:
+            return f"{kind}: {problem}"
+    return None
+
+
+def _names_problem(names: object) -> str | None:
+    """Why `names` cannot serve as class names (shown in tables, figures, CSV and HTML), or None."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return "must be a list of strings"
+    for name in names:
+        if len(name) > MAX_CLASS_NAME_CHARS:
+            return f"a name is {len(name)} characters long, above the limit of {MAX_CLASS_NAME_CHARS}"
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"the name {name!r} is not valid Unicode"
     return None
 
 
@@ -144,8 +163,7 @@ def read_cache(folder: Path, dataset: str, *, verify_checksums: bool = False) ->
                   for field in _array_fields(dataset)}
         arrays = CifarArrays(
             dataset=dataset, **{f: loaded.get(f) for f in _array_fields("cifar100")},
-            class_names=[str(n) for n in manifest["class_names"]],
-            superclass_names=None if manifest["superclass_names"] is None else [str(n) for n in manifest["superclass_names"]],
+            class_names=manifest["class_names"], superclass_names=manifest["superclass_names"],
         )
         counts = (len(arrays.train_images), len(arrays.test_images))
         if counts != (manifest["counts"]["train"], manifest["counts"]["test"]):

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from cifarcli import escape
 from cifarcli.config import DataConfig
 from cifarcli.data.archive import SafeTarReader
 from cifarcli.data.cache import CacheError, CifarArrays, cache_folder, read_cache, read_manifest, write_cache
@@ -186,10 +187,10 @@ def _labels(batch: dict[bytes, Any], key: bytes, count: int, num_classes: int, w
     raw = batch.get(key)
     if not isinstance(raw, (list, np.ndarray)):
         raise DataError(f"{where}: missing label list {key!r}")
-    try:
-        labels = np.asarray(raw)
-    except ValueError as exc:
-        raise DataError(f"{where}: {key!r} is not a list of integers") from exc
+    # Checked before any conversion: np.asarray of a list of lists would copy every shared reference.
+    if isinstance(raw, list) and (len(raw) != count or not all(type(v) is int for v in raw)):
+        raise DataError(f"{where}: {key!r} must be a list of {count} integers, one per image")
+    labels = np.asarray(raw)
     if labels.shape != (count,) or (count and labels.dtype.kind not in "iu"):
         raise DataError(f"{where}: {key!r} must hold {count} integer labels, found {labels.dtype} {labels.shape}")
     labels = labels.astype(np.int64)
@@ -205,7 +206,9 @@ def _names(meta: dict[bytes, Any], key: bytes, expected_count: int, where: str) 
     if len(raw) != expected_count:
         raise DataError(f"{where}: {key!r} lists {len(raw)} names, expected {expected_count}",
                         hint="is it the archive of the chosen data set? check --dataset")
-    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in raw]
+    # Text that is not valid Unicode (a lone surrogate from a Python 3 pickle) could not be written
+    # to the cache's JSON, a CSV or a figure: it becomes U+FFFD, as undecodable bytes do.
+    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else n.encode("utf-8", "surrogatepass").decode("utf-8", "replace") for n in raw]
 
 
 def _result(dataset: str, action: str, folder: Path, archive: Path, manifest: dict[str, Any],
@@ -219,4 +222,4 @@ def _result(dataset: str, action: str, folder: Path, archive: Path, manifest: di
 
 def _say(enabled: bool, line: str) -> None:
     if enabled:
-        print(line, file=sys.stderr, flush=True)
+        print(escape.terminal(line), file=sys.stderr, flush=True)
