@@ -304,8 +304,9 @@ def resolve_config_path(path: Path | None) -> Path:
 
 
 def _dotted(parts: Any) -> str:
-    """A key path for a message, `optim.lr`; control characters escaped, a long path cut."""
-    return escape.clip(escape.terminal(".".join(str(p) for p in parts)))
+    """A key path for a message, `optim.lr`; one holding a control character is shown as its repr; a long one is cut."""
+    text = ".".join(str(p) for p in parts)
+    return escape.clip(text) if text.isprintable() else escape.value(text)
 
 
 MAX_KEY_PARTS = 8  # `--set a.b.c=...`: the schema is 3 levels deep

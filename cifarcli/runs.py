@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cifarcli.errors import RunError, UsageError
+from cifarcli.fileio import make_folder, storage_error
 
 CONFIG_FILE = "config.yaml"
 RUN_INFO_FILE = "run_info.json"
@@ -35,10 +36,8 @@ REPORT_DIR = "report"
 def create_run_dir(root: Path, name: str, now: datetime | None = None) -> Path:
     """Create and return a new, empty run folder; never reuses one (a suffix keeps names unique)."""
     stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"cannot create the runs folder {root}: {exc.strerror or exc}", hint="set run.root to a writable folder") from exc
+    remedy = "set run.root to another folder"
+    make_folder(root, remedy)
     for attempt in range(1, 1000):
         suffix = "" if attempt == 1 else f"-{attempt}"
         path = root / f"{stamp}-{name}{suffix}"
@@ -47,7 +46,7 @@ def create_run_dir(root: Path, name: str, now: datetime | None = None) -> Path:
         except FileExistsError:
             continue
         except OSError as exc:
-            raise RunError(f"cannot create run folder {path}: {exc.strerror or exc}", hint="set run.root to a writable folder") from exc
+            raise storage_error(exc, path, remedy, doing="create") from exc
         return path
     raise RunError(f"could not find a free run folder name under {root} for {stamp}-{name}")
 

@@ -19,7 +19,7 @@ from cifarcli.config import ExperimentConfig, config_to_yaml, config_with
 from cifarcli.engine.lr_finder import LrFindResult, find_lr
 from cifarcli.engine.optim import build_optimizer
 from cifarcli.engine.precision import make_grad_scaler
-from cifarcli.errors import RunError, UsageError
+from cifarcli.errors import DamagedFileError, RunError, UsageError
 from cifarcli.plots.lr_find import plot_lr_find
 
 LR_FIND_CSV = "lr_find.csv"
@@ -133,7 +133,7 @@ def config_with_lr_from(cfg: ExperimentConfig, path: Path, console: Console) -> 
         raise UsageError(f"--lr-from {path}: no such file", hint=f"pass the {LR_FIND_JSON} written by `cifar lr-find`")
     try:
         found = fileio.read_json(path)
-    except UsageError as exc:
+    except (UsageError, DamagedFileError) as exc:
         raise UsageError(f"--lr-from {path}: not a readable JSON file", hint=f"pass the {LR_FIND_JSON} written by `cifar lr-find`") from exc
     chosen = found.get("chosen") if isinstance(found, dict) else None
     name = chosen.get("name") if isinstance(chosen, dict) else None

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from cifarcli.errors import DataError
-from cifarcli.fileio import file_digest, write_atomic, write_atomic_with
+from cifarcli.fileio import file_digest, write_atomic, write_atomic_with, writing
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -104,7 +104,7 @@ def write_cache(folder: Path, arrays: CifarArrays, *, source: str, archive_md5: 
     if problem is not None:
         raise DataError(f"refusing to write the {arrays.dataset} cache: {problem}")
     folder = Path(folder)
-    try:
+    with writing(folder, remedy="set data.root to another folder"):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MANIFEST_NAME).unlink(missing_ok=True)
         files = {}
@@ -127,9 +127,6 @@ def write_cache(folder: Path, arrays: CifarArrays, *, source: str, archive_md5: 
         }
         text = json.dumps(manifest, indent=2) + "\n"
         write_atomic(folder / MANIFEST_NAME, text.encode("utf-8"))
-    except OSError as exc:
-        raise DataError(f"cannot write the cache in {folder}: {exc.strerror or exc}",
-                        hint="free some disk space or set data.root elsewhere") from exc
     return manifest
 
 

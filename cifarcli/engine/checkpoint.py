@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from cifarcli.errors import CheckpointError, RunError
+from cifarcli.errors import CheckpointError, StorageError
 from cifarcli.fileio import write_atomic
 from cifarcli.torchutil import load_tensor_file
 
@@ -34,13 +34,11 @@ def copy_checkpoint(source: Path, target: Path) -> None:
 
 
 def _write(path: Path, data: bytes) -> None:
+    existed = path.is_file()
     try:
         write_atomic(path, data)
-    except OSError as exc:
-        raise RunError(
-            f"cannot write checkpoint {path}: {exc.strerror or exc}",
-            hint="free disk space or make the run folder writable; the previous checkpoint is intact",
-        ) from exc
+    except StorageError as exc:  # the write is atomic: a checkpoint that was there is still there
+        raise exc.with_hint("the previous checkpoint is intact") if existed else exc
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from torch import nn
 
 from cifarcli.engine.checkpoint import capture_rng_state, copy_checkpoint, restore_rng_state, save_checkpoint
 from cifarcli.engine.loop import Batches, EpochStats, EpochTotals, Predictions, StepSettings, TrainState, predict, train_one_epoch
-from cifarcli.errors import Interrupted, RunError
+from cifarcli.errors import Interrupted, StorageError
 from cifarcli.fileio import write_csv
 
 METRIC_COLUMNS = [
@@ -193,7 +193,7 @@ def fit(
             state.batch_in_epoch = 0
             state.epoch = epoch + 1
             row, is_best = _finish_epoch(state, stats, val_loader, settings)
-            _write_metrics(files.metrics_csv, state.history)
+            _write_metrics(files, state.history)
             if is_best:  # best.pt first: a kill before last.pt replays this epoch, which writes both again
                 save_checkpoint(best, checkpoint_state(state, checkpoint_extra))
                 copy_checkpoint(best, last)
@@ -232,15 +232,12 @@ def _finish_epoch(
     return row, is_best
 
 
-def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:
-    """Rewrite metrics.csv from the history; a full disk is a RunError, like a failed checkpoint write."""
+def _write_metrics(files: RunFiles, history: list[dict[str, float]]) -> None:
+    """Rewrite metrics.csv from the history; the hint says a checkpoint is intact only when there is one."""
     try:
-        write_csv(path, METRIC_COLUMNS, ([row[c] for c in METRIC_COLUMNS] for row in history))
-    except OSError as exc:
-        raise RunError(
-            f"cannot write {path}: {exc.strerror or exc}",
-            hint="free disk space or make the run folder writable; the previous checkpoint is intact",
-        ) from exc
+        write_csv(files.metrics_csv, METRIC_COLUMNS, ([row[c] for c in METRIC_COLUMNS] for row in history))
+    except StorageError as exc:
+        raise exc.with_hint("the previous checkpoint is intact") if files.last_checkpoint.is_file() else exc
 
 
 def _or_nan(predictions: Optional[Predictions], attribute: str) -> float:
