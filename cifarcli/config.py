@@ -420,6 +420,24 @@ def config_to_yaml(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, default_flow_style=False)
 
 
+def flatten_tree(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as {dotted key: value}; an empty section stays one entry."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten_tree(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def config_differences(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
+    """The dotted keys whose values differ between two configs, in schema order."""
+    flat_a, flat_b = flatten_tree(a.model_dump(mode="json")), flatten_tree(b.model_dump(mode="json"))
+    return [key for key in flat_a if flat_a[key] != flat_b.get(key)]
+
+
 def config_with(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:
     """A new validated config with dotted-key overrides applied (the original is untouched)."""
     tree = cfg.model_dump(mode="json")

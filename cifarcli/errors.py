@@ -54,6 +54,10 @@ class DamagedFileError(CifarError):
     damaged, foreign or in the way; the message names it and how to re-create it."""
 
 
+class InUseError(CifarError):
+    """A run folder (or data root) another cifar process is writing; the message names that process."""
+
+
 class Interrupted(CifarError):
     """The user stopped the run (Ctrl-C or SIGTERM); state was saved."""
 

@@ -13,13 +13,15 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from cifarcli import escape
-from cifarcli.errors import DamagedFileError, StorageError, UsageError
+from cifarcli.errors import DamagedFileError, InUseError, StorageError, UsageError
 
 
 def _file_in_the_way(path: Path) -> Path | None:
@@ -193,22 +195,86 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def refuse_file_in_the_way(folder: Path) -> None:
+    """StorageError if `folder` exists as something other than a folder (checked before any work is done)."""
+    if (folder.exists() or folder.is_symlink()) and not folder.is_dir():
+        raise storage_error(FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(folder)), folder)
+
+
 @contextlib.contextmanager
-def exclusive_lock(path: Path) -> Iterator[None]:
+def staged_folder(target: Path) -> Iterator[Path]:
+    """A new, empty folder beside `target` for the block to fill; then it replaces `target`.
+
+    Readers see the previous folder or the complete new one: the new one is renamed into
+    place only when the block succeeds, and removed (leaving `target` as it was) when it fails.
+    """
+    refuse_file_in_the_way(target)
+    make_folder(target.parent)
+    with writing(target):
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        os.chmod(staging, 0o777 & ~_UMASK)  # mkdtemp makes 0700 folders
+    try:
+        yield staging
+        with writing(target):
+            _publish_folder(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _publish_folder(staging: Path, target: Path) -> None:
+    """Rename `staging` to `target`; a previous `target` is moved aside first and removed after."""
+    previous = None
+    if target.is_dir():
+        previous = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        os.replace(target, previous / target.name)
+    os.replace(staging, target)
+    fsync_dir(target.parent)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+def lock_file_for(folder: Path, kind: str) -> Path:
+    """Where the lock of `folder` lives: in the temp folder, keyed by its absolute path, so that
+    taking it creates nothing in `folder` itself (and works before `folder` exists)."""
+    key = hashlib.sha256(str(Path(folder).resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"cifar-{kind}-{key}.lock"
+
+
+def _this_process() -> str:
+    return escape.clip(escape.terminal(f"pid {os.getpid()} ({' '.join(sys.argv)})"), 200)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, *, wait: bool = True, what: str = "") -> Iterator[None]:
     """Hold an exclusive advisory lock on `path` (created if needed) for the `with` block.
 
-    Two processes preparing the same data root then take turns instead of writing one
-    `.part` file at once. Where advisory locks do not exist (Windows), it does nothing.
+    With `wait`, processes take turns (two preparing one data root never write one `.part`
+    file at once). Without it, a lock another process holds is an InUseError naming `what`
+    and that process, whose pid and command line the holder writes into the lock file.
+    Where advisory locks do not exist (Windows), it does nothing.
     """
     try:
         import fcntl
     except ImportError:
         yield
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+    make_folder(path.parent)
+    with writing(path):
+        handle = open(path, "a+b")  # noqa: SIM115 - closed below, after the lock is released
+    with handle:
         try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.seek(0)
+            holder = escape.terminal(handle.read(400).decode("utf-8", "replace").strip()) or "another process"
+            raise InUseError(f"{what or path} is in use by {holder}",
+                             hint="wait for that command to finish, or stop it; one cifar command at a time writes there") from None  # fmt: skip
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(_this_process().encode("utf-8"))
+            handle.flush()
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

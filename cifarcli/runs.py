@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import ContextManager
 
 from cifarcli.errors import RunError, UsageError
-from cifarcli.fileio import make_folder, storage_error
+from cifarcli.fileio import exclusive_lock, lock_file_for, make_folder, storage_error
 
 CONFIG_FILE = "config.yaml"
 RUN_INFO_FILE = "run_info.json"
@@ -49,6 +50,12 @@ def create_run_dir(root: Path, name: str, now: datetime | None = None) -> Path:
             raise storage_error(exc, path, remedy, doing="create") from exc
         return path
     raise RunError(f"could not find a free run folder name under {root} for {stamp}-{name}")
+
+
+def locked(run_dir: Path) -> ContextManager[None]:
+    """Hold the run folder for one command: a second process that writes it (train, --resume,
+    evaluate, report, visualize-filters) stops at once with an error naming this one."""
+    return exclusive_lock(lock_file_for(run_dir, "run"), wait=False, what=f"run folder {run_dir}")
 
 
 def checkpoint_path(run_dir: Path, which: str = LAST_CHECKPOINT) -> Path:

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import pytest
 from pydantic import BaseModel
 
+from bad_input_table import alias_bomb, nested_yaml
 from cifarcli import config
 from cifarcli.config import ExperimentConfig, config_with, load_config, parse_override
 from cifarcli.errors import ConfigError
@@ -129,16 +130,6 @@ def test_model_names_have_one_source() -> None:
 # --------------------------------------------------------------------------- YAML bounds
 
 
-def _nested(depth: int) -> str:
-    return "[" * depth + "0.5" + "]" * depth
-
-
-def _alias_bomb(levels: int) -> str:
-    lines = ["l0: &l0 [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
-    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, levels)]
-    return "\n".join(lines) + "\n"
-
-
 def _refusal(tmp_path: Path, text: str) -> str:
     """The message of the ConfigError that loading `text` as a config file raises."""
     path = tmp_path / "exp.yaml"
@@ -149,20 +140,20 @@ def _refusal(tmp_path: Path, text: str) -> str:
 
 
 def test_deep_nesting_in_a_file_is_refused_with_its_line(tmp_path: Path) -> None:
-    message = _refusal(tmp_path, "optim:\n  betas: " + _nested(100_000) + "\n")
+    message = _refusal(tmp_path, "optim:\n  betas: " + nested_yaml(100_000) + "\n")
     assert message == f"{tmp_path / 'exp.yaml'}:2: it nests more than {MAX_YAML_DEPTH} levels deep"
 
 
 def test_deep_nesting_in_set_is_refused_and_the_value_cut() -> None:
     with pytest.raises(ConfigError) as caught:
-        parse_override("optim.betas=" + _nested(100_000))
+        parse_override("optim.betas=" + nested_yaml(100_000))
     message = caught.value.message
     assert f"nests more than {MAX_YAML_DEPTH} levels deep" in message
     assert len(message) < 400 and "(200005 characters)" in message
 
 
 def test_a_few_lines_of_aliases_do_not_expand(tmp_path: Path) -> None:
-    message = _refusal(tmp_path, _alias_bomb(9))  # 10**9 values if expanded
+    message = _refusal(tmp_path, alias_bomb(9))  # 10**9 values if expanded
     assert f"expands to more than {MAX_YAML_NODES} values" in message
 
 

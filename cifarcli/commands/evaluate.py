@@ -29,14 +29,16 @@ def evaluate(
     """
     trained = resolve_trained_run(target, config, overrides, print_config, ema)
     path, checkpoint, cfg = trained.path, trained.checkpoint, trained.cfg
-    device = compose.device_for(cfg)
-    data = compose.build_data(cfg, device, progress=not quiet)
-    run = compose.load_trained_model(path, cfg, device, use_ema=ema, checkpoint=checkpoint)
-    with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
-        summary, matrix, rows = evaluate_split(run, data, cfg.eval)
-    summary["ema"] = ema
     run_dir = runs.run_dir_of(path)
-    written = write_evaluation(run_dir, summary, matrix, rows, data.labels.class_names)
+    with runs.locked(run_dir):
+        device = compose.device_for(cfg)
+        data = compose.build_data(cfg, device, progress=not quiet)
+        compose.check_checkpoint_classes(checkpoint, data.labels, path)
+        run = compose.load_trained_model(path, cfg, device, use_ema=ema, checkpoint=checkpoint)
+        with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
+            summary, matrix, rows = evaluate_split(run, data, cfg.eval)
+        summary["ema"] = ema
+        written = write_evaluation(run_dir, summary, matrix, rows, data.labels.class_names)
     stdout = make_console(stderr=False)
     if not quiet and len(data.labels.class_names) <= 20:
         stdout.print(_per_class_table(summary))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -58,6 +59,7 @@ def visualize_filters(
 
     arrays = load_dataset(cfg.data, progress=not quiet)
     labels = compose.select_labels(arrays, cfg.data.label_mode)
+    compose.check_checkpoint_classes(checkpoint, labels, path)
     indices = pick_test_images(len(labels.test), cfg.visualize)
     picked = compose.test_images(cfg, arrays, labels, indices, device)
     activations, cam = _explain(model, chosen, layer_name, picked.inputs)
@@ -65,11 +67,12 @@ def visualize_filters(
     raw_images = picked.raw
 
     out_dir = out if out is not None else runs.run_dir_of(path) / VISUALIZE_DIR
-    written = [
-        plot_filters(stem.weight.detach().float().cpu().numpy(), out_dir / FILTERS_FILE, conv_layer_names(model)[0]),
-        plot_feature_maps(raw_images, activations, captions, out_dir / FEATURE_MAPS_FILE, layer_name, cfg.visualize.max_feature_maps),
-        plot_gradcam(raw_images, cam.heatmaps, captions, out_dir / GRADCAM_FILE, layer_name),
-    ]
+    with runs.locked(runs.run_dir_of(path)) if out is None else contextlib.nullcontext():
+        written = [
+            plot_filters(stem.weight.detach().float().cpu().numpy(), out_dir / FILTERS_FILE, conv_layer_names(model)[0]),
+            plot_feature_maps(raw_images, activations, captions, out_dir / FEATURE_MAPS_FILE, layer_name, cfg.visualize.max_feature_maps),
+            plot_gradcam(raw_images, cam.heatmaps, captions, out_dir / GRADCAM_FILE, layer_name),
+        ]
     make_console(quiet).print(f"layer {escape.terminal(layer_name)}, test images {', '.join(map(str, indices))}")
     print_written(written)
 

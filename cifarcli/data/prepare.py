@@ -5,9 +5,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from cifarcli.data.fetch import fetch_archive, file_md5, normalize_source
 from cifarcli.data.safe_pickle import load_batch
 from cifarcli.data.sources import DatasetSource, get_source
 from cifarcli.errors import DataError
-from cifarcli.fileio import exclusive_lock
+from cifarcli.fileio import exclusive_lock, lock_file_for
 
 DOWNLOAD_BACKOFF_BASE_S = 1.0  # first wait between download attempts; doubles each time
 
@@ -55,14 +53,8 @@ def prepare_dataset(cfg: DataConfig, *, force: bool = False, progress: bool = Tr
     its check is rebuilt, never trusted. `force` also fetches the archive again. Processes
     preparing the same data set under one root take turns (a lock file in the temp folder).
     """
-    with exclusive_lock(_lock_path(Path(cfg.root), cfg.dataset)):
+    with exclusive_lock(lock_file_for(Path(cfg.root), cfg.dataset)):  # outside the root: failing early leaves it untouched
         return _prepare(cfg, force=force, progress=progress)
-
-
-def _lock_path(root: Path, dataset: str) -> Path:
-    """A lock file outside the data root, so that failing early leaves the root untouched."""
-    key = hashlib.sha256(str(root.resolve()).encode("utf-8")).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"cifar-{dataset}-{key}.lock"
 
 
 def _prepare(cfg: DataConfig, *, force: bool, progress: bool) -> PrepareResult:

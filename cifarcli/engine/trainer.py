@@ -16,7 +16,8 @@ from torch import nn
 
 from cifarcli.engine.checkpoint import capture_rng_state, copy_checkpoint, restore_rng_state, save_checkpoint
 from cifarcli.engine.loop import Batches, EpochStats, EpochTotals, Predictions, StepSettings, TrainState, predict, train_one_epoch
-from cifarcli.errors import Interrupted, StorageError
+from cifarcli import escape
+from cifarcli.errors import CheckpointError, Interrupted, StorageError
 from cifarcli.fileio import write_csv
 
 METRIC_COLUMNS = [
@@ -112,8 +113,21 @@ def checkpoint_state(state: TrainState, extra: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def restore_train_state(state: TrainState, saved: dict[str, Any]) -> None:
-    """Put a checkpoint's model, optimizer, scheduler, scaler, EMA, counters and RNG into `state`."""
+def restore_train_state(state: TrainState, saved: dict[str, Any], source: Path) -> None:
+    """Put a checkpoint's model, optimizer, scheduler, scaler, EMA, counters and RNG into `state`.
+
+    `saved` comes from `load_checkpoint(source, for_resume=True)`; state that does not fit the
+    model and optimizer built from its config is a CheckpointError naming `source`.
+    """
+    try:
+        _restore(state, saved)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        detail = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise CheckpointError(f"{source} does not fit the model and optimizer of its own config ({escape.clip(detail)})",
+                              hint="the checkpoint is damaged or from another run; start a new run with `cifar train`") from exc  # fmt: skip
+
+
+def _restore(state: TrainState, saved: dict[str, Any]) -> None:
     state.model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
     state.scheduler.load_state_dict(saved["scheduler"])
