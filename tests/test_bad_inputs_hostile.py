@@ -241,6 +241,12 @@ ROWS = [
     Row("--resume of a checkpoint whose optimizer lost a group", _damaged_last(
         lambda s: s["optimizer"].__setitem__("param_groups", s["optimizer"]["param_groups"] * 2)), 1,
         ("last.pt does not fit the model and optimizer of its own config",)),
+    Row("--resume of a checkpoint with a foreign scheduler state", _damaged_last(_put("scheduler", {"gamma": "x"})), 1,
+        ("scheduler state is of another kind",)),
+    Row("--resume of a checkpoint whose history lacks columns", _damaged_last(_put("history", [{"epoch": 1}])), 1,
+        ("last.pt does not fit the model and optimizer of its own config ('train_loss')",)),
+    Row("--resume of a checkpoint stopped past the end of an epoch", _damaged_last(_put("batch_in_epoch", 999)), 1,
+        ("last.pt is damaged: it stopped at step 1000 of an epoch of 5 steps",)),
     Row("--resume with tensorboard/ as a file", lambda ws: ["train", "--resume", str(_tensorboard_file(ws)), "--quiet"], 1,
         ("tensorboard: File exists", "tensorboard is a file, not a folder; move it away, or set run.tensorboard: false")),
     # ---- checkpoints read by evaluate

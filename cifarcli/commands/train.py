@@ -20,7 +20,7 @@ from cifarcli.commands.training import train_and_score
 from cifarcli.config import ExperimentConfig, config_differences, config_to_yaml, load_config
 from cifarcli.engine.checkpoint import load_checkpoint
 from cifarcli.engine.trainer import restore_train_state
-from cifarcli.errors import ConfigError, DamagedFileError, UsageError
+from cifarcli.errors import CheckpointError, ConfigError, DamagedFileError, UsageError
 from cifarcli.models import render_summary
 
 
@@ -63,6 +63,9 @@ def train(
         else:
             run_dir, last = resume, runs.checkpoint_path(resume, runs.LAST_CHECKPOINT)
             compose.check_checkpoint_classes(saved, data.labels, last)
+            if saved["batch_in_epoch"] >= compose.steps_per_epoch(cfg, data):
+                raise CheckpointError(f"{last} is damaged: it stopped at step {saved['batch_in_epoch'] + 1} of an epoch of "
+                                      f"{compose.steps_per_epoch(cfg, data)} steps", hint="start a new run with `cifar train`")  # fmt: skip
             restore_train_state(state, saved, last)
             console.print(f"resuming at epoch {state.epoch + 1}, step {state.batch_in_epoch + 1}")
         console.print(f"run folder: {escape.terminal(run_dir)}")

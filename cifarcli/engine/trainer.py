@@ -128,6 +128,11 @@ def restore_train_state(state: TrainState, saved: dict[str, Any], source: Path) 
 
 
 def _restore(state: TrainState, saved: dict[str, Any]) -> None:
+    # LambdaLR.load_state_dict copies whatever it is given into the scheduler: check it is a state of this kind.
+    if set(saved["scheduler"]) != set(state.scheduler.state_dict()) or not isinstance(saved["scheduler"].get("last_epoch"), int):
+        raise KeyError("the scheduler state is of another kind")
+    for row in saved.get("history", []):  # every metrics column present and a number, as metrics.csv is rewritten from it
+        [float(row[column]) for column in METRIC_COLUMNS]
     state.model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
     state.scheduler.load_state_dict(saved["scheduler"])
