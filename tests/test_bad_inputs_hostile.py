@@ -381,3 +381,10 @@ def test_a_file_size_limit_during_evaluate_is_one_line_and_keeps_the_old_files(s
     assert lines[-2].startswith(f"error: cannot write {run}/") and lines[-2].endswith(": File too large"), done.stderr
     assert lines[-1] == "hint: the file is larger than this process may write (see `ulimit -f`); raise that limit"
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+def test_cifar_debug_still_shows_the_traceback_of_a_file_system_fault(tmp_path: Path) -> None:
+    target = str(tmp_path / ("x" * 300))
+    assert CliRunner().invoke(app, ["evaluate", target]).exit_code == 1
+    result = CliRunner().invoke(app, ["evaluate", target], env={"CIFAR_DEBUG": "1"})
+    assert isinstance(result.exception, OSError) and result.exception.errno == 36  # ENAMETOOLONG, raised as is

@@ -107,7 +107,9 @@ def resolve_saved_config(
 
 
 def saved_config(checkpoint: dict[str, Any], path: Path) -> ExperimentConfig:
-    """The config a checkpoint was trained with, validated; CheckpointError if this cifar cannot read it."""
+    """The config a checkpoint of `cifar train` was trained with, validated; CheckpointError if this cifar cannot read it."""
+    if "num_classes" not in checkpoint:
+        raise CheckpointError(f"{path} is damaged: 'num_classes' is missing", hint="pass a checkpoint written by `cifar train`")
     try:
         return validate_config(checkpoint["config"])
     except ConfigError as exc:

@@ -59,6 +59,7 @@ def _rng(value: Any) -> bool:
 
 
 # What every reader uses (evaluate, report, visualize-filters), then what --resume needs on top.
+# `cifar train` always writes num_classes and class_names; a checkpoint of the engine alone may lack them.
 MODEL_FIELDS: dict[str, records.Check] = {
     "format_version": records.whole, "model": _tensors, "epoch": records.whole, "config": records.mapping,
     "num_classes": records.positive, "class_names": records.texts, "ema": _ema,
@@ -90,8 +91,8 @@ def load_checkpoint(path: Path, for_resume: bool = False) -> dict[str, Any]:
     if state["format_version"] != FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format {escape.value(state['format_version'], 40)}, this cifar reads {FORMAT_VERSION}")
     fields = {**MODEL_FIELDS, **(RESUME_FIELDS if for_resume else {})}
-    problem = records.first_problem(state, fields, may_lack=("class_names", "ema"))
-    if problem is None and "class_names" in state and len(state["class_names"]) != state["num_classes"]:
+    problem = records.first_problem(state, fields, may_lack=("num_classes", "class_names", "ema"))
+    if problem is None and "class_names" in state and "num_classes" in state and len(state["class_names"]) != state["num_classes"]:
         problem = f"it names {len(state['class_names'])} classes but has num_classes {state['num_classes']}"
     if problem is not None:
         raise CheckpointError(f"{path} is damaged: {problem}",
