@@ -6,11 +6,12 @@ import functools
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Annotated, Any, Callable
 
 import typer
 
-from cifarcli import __version__
+from cifarcli import __version__, escape, fileio
 from cifarcli.errors import CifarError
 
 app = typer.Typer(
@@ -31,8 +32,13 @@ def debug_enabled() -> bool:
 
 def one_line(text: str) -> str:
     """`text` as one printable line: newlines become spaces, control characters are escaped."""
-    flat = " ".join(str(text).split("\n"))
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in flat)
+    return " ".join(escape.terminal(line) for line in str(text).split("\n"))
+
+
+def _print_error(exc: CifarError) -> None:
+    typer.echo(f"error: {one_line(exc.message)}", err=True)
+    if exc.hint:
+        typer.echo(f"hint: {one_line(exc.hint)}", err=True)
 
 
 def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -41,14 +47,19 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            fileio.ignore_file_size_signal()  # a write past `ulimit -f` then fails with EFBIG, reported below
             return command(*args, **kwargs)
         except CifarError as exc:
             if debug_enabled():
                 raise
-            typer.echo(f"error: {one_line(exc.message)}", err=True)
-            if exc.hint:
-                typer.echo(f"hint: {one_line(exc.hint)}", err=True)
+            _print_error(exc)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:  # a file-system fault no reader or writer turned into a CifarError
+            if debug_enabled():
+                raise
+            error = fileio.storage_error(exc, Path(str(exc.filename)) if exc.filename else Path("."), doing="use")
+            _print_error(error)
+            raise typer.Exit(error.exit_code) from None
         except KeyboardInterrupt:
             if debug_enabled():
                 raise

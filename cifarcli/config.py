@@ -7,33 +7,69 @@ and never reads the YAML or the CLI itself.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
+from cifarcli import escape
 from cifarcli.errors import ConfigError
+from cifarcli.yaml_reader import MAX_YAML_BYTES, YamlProblem, load_yaml
 
 # The registries (models.MODELS, engine.optim.OPTIMIZERS, ...) are keyed by exactly these
 # names; a test holds each registry to its tuple, so a typo fails at validation with the list.
-DATASET_NAMES = ("cifar10", "cifar100", "folder", "npz")
-CIFAR_DATASET_NAMES = ("cifar10", "cifar100")  # downloaded archives, 32x32
-CUSTOM_DATASET_NAMES = ("folder", "npz")       # the user's own images, converted from data.path
-MODEL_NAMES = ("mlp", "simple_cnn", "resnet9", "resnet18", "resnet34", "resnet50")
-OPTIMIZER_NAMES = ("sgd", "adam", "adamw", "rmsprop")
-SCHEDULE_NAMES = ("onecycle", "cosine", "cosine_restarts", "multistep", "constant")
-LR_SUGGESTION_NAMES = ("steepest", "min_div10", "valley")
-
+# Each tuple is derived from its Literal, so the two cannot drift apart.
 DatasetName = Literal["cifar10", "cifar100", "folder", "npz"]
 ModelName = Literal["mlp", "simple_cnn", "resnet9", "resnet18", "resnet34", "resnet50"]
 OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop"]
 ScheduleName = Literal["onecycle", "cosine", "cosine_restarts", "multistep", "constant"]
 LrSuggestionName = Literal["steepest", "min_div10", "valley"]
+
+DATASET_NAMES: tuple[str, ...] = get_args(DatasetName)
+MODEL_NAMES: tuple[str, ...] = get_args(ModelName)
+CIFAR_DATASET_NAMES = ("cifar10", "cifar100")  # downloaded archives, 32x32
+CUSTOM_DATASET_NAMES = ("folder", "npz")       # the user's own images, converted from data.path
+OPTIMIZER_NAMES: tuple[str, ...] = get_args(OptimizerName)
+SCHEDULE_NAMES: tuple[str, ...] = get_args(ScheduleName)
+LR_SUGGESTION_NAMES: tuple[str, ...] = get_args(LrSuggestionName)
+
+# Bounds that keep a valid config from failing later: seeds go to torch.manual_seed (which takes
+# up to 2**64 - 1) and numpy's SeedSequence; epoch counts and epoch-valued floats stay within
+# train.epochs' range, so step counts never overflow.
+MAX_SEED = 2**63 - 1
+MAX_EPOCHS = 10_000
+MAX_STEPS = 1_000_000
+MAX_NAME_BYTES = 255  # one file or folder name (NAME_MAX of ext4, xfs, btrfs, tmpfs, APFS)
+MAX_PATH_BYTES = 4096  # a whole path (PATH_MAX on Linux)
+
+
+def _usable_path(path: Path) -> Path:
+    """A path the operating system can take: no NUL byte, no name or whole path over its length limit."""
+    text = str(path)
+    if "\x00" in text:
+        raise ValueError("a path cannot hold a NUL character")
+    if len(os.fsencode(text)) > MAX_PATH_BYTES:
+        raise ValueError(f"the path is longer than {MAX_PATH_BYTES} bytes")
+    for part in path.parts:
+        if len(os.fsencode(part)) > MAX_NAME_BYTES:
+            raise ValueError(f"the name {escape.clip(part, 40)!r} is longer than {MAX_NAME_BYTES} bytes, the file system limit")
+    return path
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("it cannot hold a NUL character")
+    return text
+
+
+UsablePath = Annotated[Path, AfterValidator(_usable_path)]
+PlainText = Annotated[str, AfterValidator(_no_nul)]
 
 # `model.name` may also be an import path `package.module:callable` (a class or a function
 # returning an nn.Module); models/custom.py imports it.
@@ -51,7 +87,9 @@ DEFAULT_CONFIG_NAME = "default"
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, nothing changes after load."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: no setting has a meaning for NaN or infinity (`.nan`, `.inf` in YAML),
+    # so every float field, inside lists and tuples too, refuses them at validation.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def is_model_import_path(name: str) -> bool:
@@ -61,19 +99,19 @@ def is_model_import_path(name: str) -> bool:
 
 class DataConfig(Section):
     dataset: DatasetName = Field("cifar10", description="Which data set: cifar10, cifar100, folder (your image folders) or npz (your arrays).")
-    path: Optional[Path] = Field(None, description="folder: the folder of class sub-folders (inside train/ and test/, or directly with test_fraction); npz: the training .npz file.")
-    test_path: Optional[Path] = Field(None, description="npz: a separate test .npz file; null = split data.test_fraction off data.path.")
+    path: Optional[UsablePath] = Field(None, description="folder: the folder of class sub-folders (inside train/ and test/, or directly with test_fraction); npz: the training .npz file.")
+    test_path: Optional[UsablePath] = Field(None, description="npz: a separate test .npz file; null = split data.test_fraction off data.path.")
     test_fraction: Optional[float] = Field(None, gt=0.0, lt=1.0, description="folder, npz: share of each class held out (stratified, split_seed) as the test split; null = a separate test set.")
     image_size: int = Field(CIFAR_IMAGE_SIZE, ge=4, le=512, description="folder, npz: side in pixels every image is resized and centre-cropped to (CIFAR is always 32).")
-    root: Path = Field(Path("data"), description="Folder holding downloaded archives and the converted cache.")
-    source: Optional[str] = Field(None, description="Mirror URL or local archive path; null uses the official address.")
+    root: UsablePath = Field(Path("data"), description="Folder holding downloaded archives and the converted cache.")
+    source: Optional[PlainText] = Field(None, max_length=MAX_PATH_BYTES, description="Mirror URL or local archive path; null uses the official address.")
     md5: Optional[str] = Field(None, pattern=r"^[0-9a-fA-F]{32}$", description="Expected md5 of the archive at `source`; null means the official checksum.")
     verify: bool = Field(True, description="Check the archive's md5 before using it.")
-    download_timeout_s: float = Field(30.0, gt=0, description="Seconds without data before a download attempt is abandoned.")
+    download_timeout_s: float = Field(30.0, gt=0, le=86400, description="Seconds without data before a download attempt is abandoned.")
     download_retries: int = Field(5, ge=0, le=50, description="Extra download attempts after a failure, with exponential back-off.")
     label_mode: Literal["fine", "coarse"] = Field("fine", description="CIFAR-100 labels: fine (100 classes) or coarse (20 superclasses). Ignored for CIFAR-10.")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of the training set held out, stratified, as the validation split.")
-    split_seed: int = Field(0, ge=0, description="Seed of the validation split (independent of train.seed).")
+    split_seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the validation split (independent of train.seed).")
     batch_size: int = Field(512, ge=1, le=65536, description="Training batch size in images.")
     eval_batch_size: int = Field(1024, ge=1, le=65536, description="Evaluation batch size in images.")
     drop_last: bool = Field(True, description="Drop the last partial training batch (evaluation always keeps it).")
@@ -82,8 +120,8 @@ class DataConfig(Section):
 
 class ModelConfig(Section):
     name: str = Field("resnet9", description="Architecture: " + ", ".join(MODEL_NAMES) + ", or an import path package.module:callable returning an nn.Module.")
-    pretrained: Optional[Path] = Field(None, description="Torchvision ImageNet weights file (.pth) to start from; torchvision resnets only.")
-    freeze_backbone_epochs: int = Field(0, ge=0, description="With pretrained weights: train only the new head for this many epochs.")
+    pretrained: Optional[UsablePath] = Field(None, description="Torchvision ImageNet weights file (.pth) to start from; torchvision resnets only.")
+    freeze_backbone_epochs: int = Field(0, ge=0, le=MAX_EPOCHS, description="With pretrained weights: train only the new head for this many epochs.")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout after each hidden fully connected layer (mlp, simple_cnn) or before the head (resnets).")
     hidden_sizes: Optional[list[int]] = Field(None, description="mlp, simple_cnn: widths of the hidden fully connected layers; null = mlp [1024, 512, 256], simple_cnn [256, 128].")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Import-path models only: keyword arguments passed to the callable besides num_classes.")
@@ -135,18 +173,18 @@ class LossConfig(Section):
 
 class ScheduleConfig(Section):
     name: ScheduleName = Field("onecycle", description="LR schedule, stepped per batch: " + ", ".join(SCHEDULE_NAMES) + ".")
-    warmup_epochs: float = Field(0.0, ge=0.0, description="Linear warm-up from lr/warmup_div to the schedule, in epochs (not for onecycle).")
+    warmup_epochs: float = Field(0.0, ge=0.0, le=MAX_EPOCHS, description="Linear warm-up from lr/warmup_div to the schedule, in epochs (not for onecycle).")
     warmup_div: float = Field(25.0, ge=1.0, description="Warm-up starts at lr / warmup_div.")
-    peak_epoch: Optional[float] = Field(5.0, gt=0, description="onecycle: epoch at which the LR peaks (wins over peak_fraction).")
+    peak_epoch: Optional[float] = Field(5.0, gt=0, le=MAX_EPOCHS, description="onecycle: epoch at which the LR peaks (wins over peak_fraction).")
     peak_fraction: float = Field(0.3, gt=0, lt=1, description="onecycle: share of the run spent rising, used when peak_epoch is null.")
     initial_div: float = Field(25.0, ge=1.0, description="onecycle: the LR starts at lr / initial_div.")
     final_div: float = Field(1e4, ge=1.0, description="onecycle: the LR ends at lr / initial_div / final_div.")
     three_phase: bool = Field(False, description="onecycle: add a third phase annealing to the final LR.")
     anneal: Literal["cos", "linear"] = Field("linear", description="onecycle: annealing shape, cos or linear.")
     min_lr: float = Field(0.0, ge=0.0, description="cosine, cosine_restarts: the lowest LR.")
-    restart_epochs: float = Field(10.0, gt=0, description="cosine_restarts: epochs in the first cycle.")
-    restart_mult: int = Field(1, ge=1, description="cosine_restarts: each cycle is this many times longer than the last.")
-    milestones: list[float] = Field(default_factory=lambda: [50.0, 75.0], description="multistep: epochs at which the LR is multiplied by gamma.")
+    restart_epochs: float = Field(10.0, gt=0, le=MAX_EPOCHS, description="cosine_restarts: epochs in the first cycle.")
+    restart_mult: int = Field(1, ge=1, le=100, description="cosine_restarts: each cycle is this many times longer than the last.")
+    milestones: list[Annotated[float, Field(ge=0, le=MAX_EPOCHS)]] = Field(default_factory=lambda: [50.0, 75.0], max_length=1000, description="multistep: epochs at which the LR is multiplied by gamma.")
     gamma: float = Field(0.1, gt=0, le=1, description="multistep: LR factor at each milestone.")
 
 
@@ -184,11 +222,11 @@ class RotationConfig(Section):
 
 
 class MixConfig(Section):
-    mixup_alpha: float = Field(0.0, ge=0.0, description="MixUp Beta(alpha, alpha) parameter; 0 = off.")
-    cutmix_alpha: float = Field(0.0, ge=0.0, description="CutMix Beta(alpha, alpha) parameter; 0 = off.")
+    mixup_alpha: float = Field(0.0, ge=0.0, le=100.0, description="MixUp Beta(alpha, alpha) parameter; 0 = off.")
+    cutmix_alpha: float = Field(0.0, ge=0.0, le=100.0, description="CutMix Beta(alpha, alpha) parameter; 0 = off.")
     probability: float = Field(1.0, ge=0.0, le=1.0, description="Chance each image is mixed with another.")
     cutmix_share: float = Field(0.5, ge=0.0, le=1.0, description="With both on: share of mixed images that use CutMix.")
-    off_epoch: Optional[int] = Field(None, ge=0, description="Stop mixing from this epoch on (0-based); null = never.")
+    off_epoch: Optional[int] = Field(None, ge=0, le=MAX_EPOCHS, description="Stop mixing from this epoch on (0-based); null = never.")
 
 
 class AugmentConfig(Section):
@@ -201,8 +239,8 @@ class AugmentConfig(Section):
 
 
 class TrainConfig(Section):
-    epochs: int = Field(24, ge=1, le=10000, description="Training epochs.")
-    seed: int = Field(0, ge=0, description="Seed for weights, shuffling and augmentation.")
+    epochs: int = Field(24, ge=1, le=MAX_EPOCHS, description="Training epochs.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed for weights, shuffling and augmentation.")
     deterministic: bool = Field(False, description="Deterministic kernels: two runs on one machine are bit-identical (slower).")
     amp: Literal["off", "bf16", "fp16"] = Field("bf16", description="Autocast dtype: bf16 (CUDA or CPU), fp16 (CUDA, with a GradScaler), off.")
     amp_on_cpu: bool = Field(False, description="Allow bf16 autocast on the CPU (off: the CPU trains in fp32).")
@@ -211,9 +249,9 @@ class TrainConfig(Section):
     ema_decay: Optional[float] = Field(None, gt=0, lt=1, description="Keep an EMA of the weights with this decay per step and evaluate it too; null = off.")
     compile: bool = Field(False, description="torch.compile the model (CUDA recommended).")
     channels_last: bool = Field(True, description="Use channels_last memory format on CUDA.")
-    overfit_batches: int = Field(0, ge=0, description="Train on this many fixed batches only (sanity check); 0 = off.")
+    overfit_batches: int = Field(0, ge=0, le=MAX_STEPS, description="Train on this many fixed batches only (sanity check); 0 = off.")
     nonfinite_loss: Literal["stop", "skip"] = Field("stop", description="On a NaN/inf loss: stop the run, or skip that step.")
-    log_every_steps: int = Field(20, ge=1, description="Write per-step loss and LR to TensorBoard every this many steps.")
+    log_every_steps: int = Field(20, ge=1, le=MAX_STEPS, description="Write per-step loss and LR to TensorBoard every this many steps.")
 
     @model_validator(mode="after")
     def _one_clip(self) -> "TrainConfig":
@@ -250,10 +288,10 @@ class ReportConfig(Section):
 
 
 class VisualizeConfig(Section):
-    layer: Optional[str] = Field(None, description="Layer for feature maps and Grad-CAM; null = the last conv layer.")
+    layer: Optional[str] = Field(None, max_length=200, description="Layer for feature maps and Grad-CAM; null = the last conv layer.")
     num_images: int = Field(4, ge=1, le=32, description="Test images to show.")
-    image_indices: Optional[list[int]] = Field(None, description="Exact test-set indices to show; null = random with image_seed.")
-    image_seed: int = Field(0, ge=0, description="Seed for picking test images.")
+    image_indices: Optional[list[Annotated[int, Field(ge=0, le=MAX_STEPS)]]] = Field(None, max_length=32, description="Exact test-set indices to show; null = random with image_seed.")
+    image_seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed for picking test images.")
     max_feature_maps: int = Field(32, ge=1, le=512, description="Channels shown per feature-map grid.")
 
 
@@ -262,7 +300,7 @@ class LandscapeConfig(Section):
     batches: int = Field(4, ge=1, le=1000, description="Evaluation batches (of data.eval_batch_size images) the loss is averaged over, at every grid point.")
     points: int = Field(21, ge=3, le=201, description="Grid points per direction, odd so that the centre is the trained weights (points x points evaluations).")
     span: float = Field(1.0, gt=0, le=100, description="The grid runs from -span to +span along each filter-normalised direction.")
-    seed: int = Field(0, ge=0, description="Seed of the two random directions.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the two random directions.")
     from_init: bool = Field(False, description="Also map the loss around the initial weights (rebuilt from train.seed), beside the trained one.")
 
     @field_validator("points")
@@ -275,7 +313,7 @@ class LandscapeConfig(Section):
 
 class RunConfig(Section):
     name: str = Field("default", min_length=1, max_length=80, pattern=r"^[A-Za-z0-9._-]+$", description="Run name, part of the run folder's name.")
-    root: Path = Field(Path("runs"), description="Folder under which run folders are created.")
+    root: UsablePath = Field(Path("runs"), description="Folder under which run folders are created.")
     tensorboard: bool = Field(True, description="Write TensorBoard event files.")
 
 
@@ -293,7 +331,7 @@ class ExperimentConfig(Section):
     visualize: VisualizeConfig = VisualizeConfig()
     landscape: LandscapeConfig = LandscapeConfig()
     run: RunConfig = RunConfig()
-    lr_source: Optional[str] = Field(None, description="Set by `--lr-from`: the lr_find.json whose suggestion became optim.lr.")
+    lr_source: Optional[PlainText] = Field(None, max_length=2 * MAX_PATH_BYTES, description="Set by `--lr-from`: the lr_find.json whose suggestion became optim.lr.")
 
     @model_validator(mode="after")
     def _pretrained_needs_torchvision_resnet(self) -> "ExperimentConfig":
@@ -370,8 +408,11 @@ def resolve_config_path(path: Path | None) -> Path:
     """Return the file for `--config`: a real path, or the name of a built-in config."""
     if path is None:
         path = Path(DEFAULT_CONFIG_NAME)
-    if path.is_file():
-        return path
+    try:
+        if path.is_file():
+            return path
+    except OSError as exc:  # e.g. a name longer than the file system allows
+        raise ConfigError(f"cannot read config file {path}: {escape.terminal(exc.strerror or exc)}") from exc
     if not path.suffix and path.name in builtin_config_names() and len(path.parts) == 1:
         return Path(str(resources.files(BUILTIN_CONFIG_PACKAGE).joinpath(path.name + ".yaml")))
     raise ConfigError(
@@ -380,38 +421,30 @@ def resolve_config_path(path: Path | None) -> Path:
     )
 
 
-def _printable(text: str) -> str:
-    """`text` fit for a one-line message: as is, or its repr when it holds a newline or another control character."""
-    return text if text.isprintable() else repr(text)
-
-
 def _dotted(parts: Any) -> str:
-    """A key path for a message, `optim.lr`; a key with a control character in it is shown as its repr."""
-    return _printable(".".join(str(p) for p in parts))
+    """A key path for a message, `optim.lr`; one holding a control character is shown as its repr; a long one is cut."""
+    text = ".".join(str(p) for p in parts)
+    return escape.clip(text) if text.isprintable() else escape.value(text)
 
 
-# What `yaml.safe_load` raises besides YAMLError: a tag whose text does not convert, e.g. `!!float x`.
-_YAML_VALUE_ERRORS = (ValueError, TypeError, OverflowError)
+MAX_KEY_PARTS = 8  # `--set a.b.c=...`: the schema is 3 levels deep
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
-    """Parse a YAML file with the safe loader; it must hold a mapping (or be empty)."""
+    """Parse a YAML file with the bounded safe loader; it must hold a mapping (or be empty)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            data = handle.read(MAX_YAML_BYTES + 1)
+        if len(data) > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES} bytes, too large for a config file", hint="pass a config YAML file")
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        raise ConfigError(f"cannot read config file {path}: {escape.terminal(exc)}") from exc
     try:
-        loaded = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = _printable(getattr(exc, "problem", None) or str(exc).splitlines()[0])
-        if isinstance(exc, yaml.constructor.ConstructorError):
-            raise ConfigError(f"{where}: YAML tag refused ({problem})", hint="configs hold plain values only; remove the !! tag") from exc
-        raise ConfigError(f"{where}: YAML syntax error: {problem}", hint="fix the YAML at that line") from exc
-    except _YAML_VALUE_ERRORS as exc:
-        raise ConfigError(f"{path}: a YAML value cannot be converted ({_printable(str(exc))})",
-                          hint="quote the value or drop its !! tag") from exc
+        loaded = load_yaml(text)
+    except YamlProblem as exc:
+        where = f"{path}:{exc.line}" if exc.line is not None else str(path)
+        raise ConfigError(f"{where}: {exc.message}", hint=exc.hint) from exc
     if loaded is None:
         return {}
     if not isinstance(loaded, dict):
@@ -424,14 +457,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or not key:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. --set optim.lr=0.01")
+        raise ConfigError(f"--set {escape.value(text)}: expected KEY=VALUE with a dotted key, e.g. --set optim.lr=0.01")
     parts = key.split(".")
     if any(not p for p in parts):
-        raise ConfigError(f"--set {text!r}: empty part in the dotted key {key!r}, e.g. --set optim.lr=0.01")
+        raise ConfigError(f"--set {escape.value(text)}: empty part in the dotted key {escape.value(key)}, e.g. --set optim.lr=0.01")
+    if len(parts) > MAX_KEY_PARTS:
+        raise ConfigError(f"--set {_dotted(parts)}: more than {MAX_KEY_PARTS} parts in the key", hint="keys are like optim.lr")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except (yaml.YAMLError, *_YAML_VALUE_ERRORS) as exc:
-        raise ConfigError(f"--set {_dotted(parts)}: value {raw!r} is not valid YAML; quote strings, write lists as [1, 2]") from exc
+        value = load_yaml(raw) if raw.strip() else None
+    except YamlProblem as exc:
+        raise ConfigError(f"--set {_dotted(parts)}: value {escape.value(raw)} is not valid YAML ({exc.message})",
+                          hint="quote strings, write lists as [1, 2]" if exc.syntax else exc.hint) from exc  # fmt: skip
     return parts, value
 
 
@@ -471,12 +507,12 @@ def _describe(error: dict[str, Any]) -> str:
         message = message[len("Value error, ") :]
     if kind == "literal_error":
         message = "must be one of " + message.split("Input should be ", 1)[-1].replace("'", "").replace(" or ", ", ")
-        return f"{dotted}: {error.get('input')!r} is not valid; {message}"
-    message = message[0].lower() + message[1:]
+        return f"{dotted}: {escape.value(error.get('input'))} is not valid; {message}"
+    message = escape.clip(escape.terminal(message[0].lower() + message[1:]))
     got = error.get("input")
     if isinstance(got, dict):  # a section-level check: its message names the fields itself
         return f"{dotted}: {message}" if dotted else message
-    return f"{dotted}: {message} (got {got!r})"
+    return f"{dotted}: {message} (got {escape.value(got)})"
 
 
 def validate_config(tree: dict[str, Any]) -> ExperimentConfig:
@@ -500,6 +536,24 @@ def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...]
 def config_to_yaml(cfg: ExperimentConfig) -> str:
     """The resolved config as YAML text that `load_config` reads back to an equal config."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, default_flow_style=False)
+
+
+def flatten_tree(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as {dotted key: value}; an empty section stays one entry."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten_tree(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def config_differences(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
+    """The dotted keys whose values differ between two configs, in schema order."""
+    flat_a, flat_b = flatten_tree(a.model_dump(mode="json")), flatten_tree(b.model_dump(mode="json"))
+    return [key for key in flat_a if flat_a[key] != flat_b.get(key)]
 
 
 def config_with(cfg: ExperimentConfig, overrides: dict[str, Any]) -> ExperimentConfig:

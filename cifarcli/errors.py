@@ -40,6 +40,24 @@ class RunError(CifarError):
     """A run that failed while working: NaN loss, out of memory, disk full."""
 
 
+class StorageError(CifarError):
+    """A file or folder that cannot be written (or read): disk full, read-only, no permission,
+    a file where a folder should be. Built by `fileio.storage_error`, whose hint fits the errno."""
+
+    def with_hint(self, extra: str) -> "StorageError":
+        """The same error with `extra` appended to its hint (e.g. that the previous checkpoint is intact)."""
+        return StorageError(self.message, hint=f"{self.hint}; {extra}" if self.hint else extra)
+
+
+class DamagedFileError(CifarError):
+    """A file cifar wrote earlier (in a run folder: evaluation.json, predictions.csv, ...) that is
+    damaged, foreign or in the way; the message names it and how to re-create it."""
+
+
+class InUseError(CifarError):
+    """A run folder (or data root) another cifar process is writing; the message names that process."""
+
+
 class Interrupted(CifarError):
     """The user stopped the run (Ctrl-C or SIGTERM); state was saved."""
 

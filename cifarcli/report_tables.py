@@ -1,7 +1,7 @@
 """The tables of a report: per-class scores, confused pairs, and which images its grids show.
 
 Everything here works on plain arrays read from a run folder (confusion_matrix.csv,
-predictions.csv, metrics.csv); the readers turn a damaged file into one clear UsageError.
+predictions.csv, metrics.csv); the readers turn a damaged file into one clear DamagedFileError (exit 1).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from cifarcli.errors import UsageError
+from cifarcli import escape
+from cifarcli.errors import DamagedFileError
 from cifarcli.metrics import class_scores, most_confused_pairs
 
 REPORT_COLUMNS = ["class", "precision", "recall", "f1", "support"]
@@ -24,50 +25,52 @@ WEIGHTED_ROW = "weighted avg"
 INDEX, TRUE, PREDICTED, CONFIDENCE, TRUE_PROBABILITY = range(5)
 
 
-def _damaged(path: Path, problem: str) -> UsageError:
-    return UsageError(
-        f"cannot read {path}: {problem}",
-        hint="delete it and run `cifar report` again, which re-scores the best checkpoint",
-    )
+RESCORE_HINT = "delete it and run `cifar report` again, which re-scores the best checkpoint"
+RETRAIN_HINT = "it is written by `cifar train`; restore it or re-run training"
 
 
-def _read_rows(path: Path) -> list[list[str]]:
+def damaged(path: Path, problem: str, hint: str = RESCORE_HINT) -> DamagedFileError:
+    """The error for a run-folder file that is damaged or foreign (exit 1), naming it and the fix."""
+    return DamagedFileError(f"cannot read {path}: {problem}", hint=hint)
+
+
+def _read_rows(path: Path, hint: str) -> list[list[str]]:
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             rows = [row for row in csv.reader(handle) if row]
     except FileNotFoundError as exc:
-        raise UsageError(f"missing file: {path}", hint="pass the folder of a run made by `cifar train`") from exc
+        raise DamagedFileError(f"missing file: {path}", hint=hint) from exc
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise _damaged(path, str(exc)) from exc
+        raise damaged(path, escape.clip(escape.terminal(exc)), hint) from exc
     if not rows:
-        raise _damaged(path, "the file is empty")
+        raise damaged(path, "the file is empty", hint)
     return rows
 
 
-def _numbers(path: Path, rows: list[list[str]], width: int) -> np.ndarray:
+def _numbers(path: Path, rows: list[list[str]], width: int, hint: str = RESCORE_HINT) -> np.ndarray:
     if any(len(row) != width for row in rows):
-        raise _damaged(path, f"every row must have {width} fields")
+        raise damaged(path, f"every row must have {width} fields", hint)
     try:
         return np.array([[float(cell) for cell in row] for row in rows], dtype=np.float64).reshape(len(rows), width)
     except ValueError as exc:
-        raise _damaged(path, f"a value is not a number ({exc})") from exc
+        raise damaged(path, f"a value is not a number ({escape.clip(escape.terminal(exc))})", hint) from exc
 
 
 def read_confusion_matrix(path: Path) -> tuple[list[str], np.ndarray]:
     """Class names and the int64 count matrix (rows true, columns predicted) of confusion_matrix.csv."""
-    rows = _read_rows(path)
+    rows = _read_rows(path, RESCORE_HINT)
     names = rows[0][1:]
     if [row[0] for row in rows[1:]] != names:
-        raise _damaged(path, "its row labels do not match its column labels")
+        raise damaged(path, "its row labels do not match its column labels")
     matrix = _numbers(path, [row[1:] for row in rows[1:]], len(names))
     return names, matrix.astype(np.int64)
 
 
 def read_predictions(path: Path, columns: Sequence[str]) -> np.ndarray:
     """predictions.csv as a float array of shape (N, 5): index, true, predicted, confidence, true_probability."""
-    rows = _read_rows(path)
+    rows = _read_rows(path, RESCORE_HINT)
     if rows[0] != list(columns):
-        raise _damaged(path, f"expected the columns {','.join(columns)}, found {','.join(rows[0])}")
+        raise damaged(path, f"expected the columns {','.join(columns)}, found {escape.clip(escape.terminal(','.join(rows[0])))}")
     return _numbers(path, rows[1:], len(columns))
 
 
@@ -77,15 +80,12 @@ METRIC_COLUMNS_PLOTTED = ("epoch", "train_loss", "train_accuracy", "val_loss", "
 
 def read_metrics(path: Path) -> dict[str, np.ndarray]:
     """metrics.csv as one float array per column (NaN where a value was not recorded)."""
-    rows = _read_rows(path)
+    rows = _read_rows(path, RETRAIN_HINT)
     header = rows[0]
     missing = [name for name in METRIC_COLUMNS_PLOTTED if name not in header]
     if missing:
-        raise UsageError(
-            f"{path} lacks the column(s) {', '.join(missing)}",
-            hint="it is written by `cifar train`; restore it or re-run training",
-        )
-    values = _numbers(path, rows[1:], len(header))
+        raise damaged(path, f"it lacks the column(s) {', '.join(missing)}", RETRAIN_HINT)
+    values = _numbers(path, rows[1:], len(header), RETRAIN_HINT)
     return {name: values[:, i] for i, name in enumerate(header)}
 
 
@@ -125,16 +125,16 @@ def _cell(value: object) -> str:
 
 
 def markdown_table(header: list[str], cells: list[list[str]]) -> str:
-    """A GitHub-flavoured Markdown table; `|` inside a cell is escaped."""
+    """A GitHub-flavoured Markdown table; every cell escaped (`escape.markdown`)."""
     def line(values: list[str]) -> str:
-        return "| " + " | ".join(v.replace("|", "\\|") for v in values) + " |"
+        return "| " + " | ".join(escape.markdown(v) for v in values) + " |"
 
     return "\n".join([line(header), line(["---"] * len(header)), *(line(row) for row in cells)])
 
 
 def report_markdown(title: str, headline: list[tuple[str, str]], report: list[dict], pairs: list[dict]) -> str:
     """classification_report.md: the headline figures, the per-class table and the most confused pairs."""
-    parts = [f"# {title}", "", markdown_table(["metric", "value"], [list(item) for item in headline]), ""]
+    parts = [f"# {escape.markdown(title)}", "", markdown_table(["metric", "value"], [list(item) for item in headline]), ""]
     parts += ["## Per class", "", markdown_table(REPORT_COLUMNS, table_cells(report, REPORT_COLUMNS)), ""]
     parts += ["## Most confused pairs", ""]
     parts.append(markdown_table(PAIR_COLUMNS, table_cells(pairs, PAIR_COLUMNS)) if pairs else "No image was misclassified.")

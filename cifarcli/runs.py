@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import ContextManager
 
 from cifarcli.errors import RunError, UsageError
+from cifarcli.fileio import exclusive_lock, lock_file_for, make_folder, storage_error
 
 CONFIG_FILE = "config.yaml"
 RUN_INFO_FILE = "run_info.json"
@@ -42,15 +44,12 @@ def create_run_dir(root: Path, name: str, now: datetime | None = None) -> Path:
     return create_unique_dir(root, f"{timestamp(now)}-{name}")
 
 
-def create_unique_dir(root: Path, base: str, what: str = "run", hint: str = "set run.root to a writable folder") -> Path:
+def create_unique_dir(root: Path, base: str, what: str = "run", remedy: str = "set run.root to another folder") -> Path:
     """Create and return `root/base`, or `root/base-2`, `-3`, ... when taken: always a new, empty folder.
 
-    `what` names the folder in messages ("run", "sweep"); `hint` says how to pick another root.
+    `what` names the folder in messages ("run", "sweep"); `remedy` says how to pick another root.
     """
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"cannot create the {what}s folder {root}: {exc.strerror or exc}", hint=hint) from exc
+    make_folder(root, remedy)
     for attempt in range(1, 1000):
         suffix = "" if attempt == 1 else f"-{attempt}"
         path = root / f"{base}{suffix}"
@@ -59,9 +58,15 @@ def create_unique_dir(root: Path, base: str, what: str = "run", hint: str = "set
         except FileExistsError:
             continue
         except OSError as exc:
-            raise RunError(f"cannot create {what} folder {path}: {exc.strerror or exc}", hint=hint) from exc
+            raise storage_error(exc, path, remedy, doing="create") from exc
         return path
     raise RunError(f"could not find a free {what} folder name under {root} for {base}")
+
+
+def locked(run_dir: Path) -> ContextManager[None]:
+    """Hold the run folder for one command: a second process that writes it (train, --resume,
+    evaluate, report, visualize-filters) stops at once with an error naming this one."""
+    return exclusive_lock(lock_file_for(run_dir, "run"), wait=False, what=f"run folder {run_dir}")
 
 
 def checkpoint_path(run_dir: Path, which: str = LAST_CHECKPOINT) -> Path:

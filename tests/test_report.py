@@ -20,7 +20,7 @@ from cifarcli.cli import app
 from cifarcli.config import load_config
 from cifarcli.data.prepare import load_dataset
 from cifarcli.data.split import stratified_split
-from cifarcli.errors import UsageError
+from cifarcli.errors import DamagedFileError
 from cifarcli.report_tables import (
     MACRO_ROW,
     WEIGHTED_ROW,
@@ -313,20 +313,20 @@ def test_markdown_table_escapes_pipes() -> None:
     assert table.splitlines() == ["| class | f1 |", "| --- | --- |", "| a\\|b | 0.500 |"]
 
 
-def test_readers_turn_damaged_files_into_usage_errors(tmp_path: Path) -> None:
+def test_readers_turn_damaged_files_into_damaged_file_errors(tmp_path: Path) -> None:
     predictions = tmp_path / "predictions.csv"
     predictions.write_text("index,true,predicted\n0,1,1\n")
-    with pytest.raises(UsageError, match="expected the columns"):
+    with pytest.raises(DamagedFileError, match="expected the columns"):
         read_predictions(predictions, PREDICTION_COLUMNS)
     predictions.write_text("index,true,predicted,confidence,true_probability\n0,1,x,0.5,0.5\n")
-    with pytest.raises(UsageError, match="not a number"):
+    with pytest.raises(DamagedFileError, match="not a number"):
         read_predictions(predictions, PREDICTION_COLUMNS)
     confusion = tmp_path / "confusion_matrix.csv"
     confusion.write_text("true\\predicted,a,b\na,1,0\nc,0,1\n")
-    with pytest.raises(UsageError, match="row labels"):
+    with pytest.raises(DamagedFileError, match="row labels"):
         read_confusion_matrix(confusion)
     confusion.write_text('true\\predicted,a,"b,c"\na,1,0\n"b,c",2,3\n')
     names, matrix = read_confusion_matrix(confusion)
     assert names == ["a", "b,c"] and matrix.tolist() == [[1, 0], [2, 3]]
-    with pytest.raises(UsageError, match="missing file"):
+    with pytest.raises(DamagedFileError, match="missing file"):
         read_confusion_matrix(tmp_path / "absent.csv")

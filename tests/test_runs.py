@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cifarcli import runs
-from cifarcli.errors import UsageError
+from cifarcli.errors import StorageError, UsageError
 from cifarcli.fileio import read_csv, write_atomic, write_csv
 
 
@@ -29,7 +29,7 @@ def test_write_atomic_leaves_old_file_when_write_fails(tmp_path: Path, monkeypat
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("cifarcli.fileio.os.replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(StorageError, match="cannot write .*file.bin: No space left on device"):
         write_atomic(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]  # no temp file left behind

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
 import pickletools
 import re
 from pathlib import Path
@@ -12,9 +13,9 @@ import numpy as np
 import pytest
 
 from cifarcli.config import DataConfig
-from cifarcli.data.cache import MANIFEST_NAME
+from cifarcli.data.cache import MANIFEST_NAME, read_cache
 from cifarcli.data.prepare import prepare_dataset
-from cifarcli.data.safe_pickle import ForbiddenGlobal, load_batch
+from cifarcli.data.safe_pickle import MAX_ELEMENTS, ForbiddenGlobal, load_batch
 from cifarcli.errors import DataError
 from conftest import TinyArchive, py2_pickle, subset_archive_path, write_tar_gz
 
@@ -134,3 +135,101 @@ def test_no_module_calls_pickle_load_directly() -> None:
     offenders = [str(p) for p in package.rglob("*.py")
                  if re.search(r"\bpickle\.loads?\(|\bpickle\.Unpickler\(", p.read_text(encoding="utf-8"))]
     assert offenders == []
+
+
+# --------------------------------------------------------------------------- Python 3 pickles
+
+
+def _python3_members(tiny: TinyArchive, protocol: int) -> dict[str, bytes]:
+    """The tiny archive's pickles as Python 3 writes them: str keys and names, numpy arrays at `protocol`."""
+    members = {}
+    for name, data in tiny.members.items():
+        if name.endswith(".html"):
+            members[name] = data
+            continue
+        batch = load_batch(io.BytesIO(data), name)
+        text = {key.decode(): [v.decode() for v in value] if key in (b"label_names", b"filenames") else value
+                for key, value in batch.items()}  # fmt: skip
+        members[name] = pickle.dumps(text, protocol=protocol)
+    return members
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_python3_pickles_with_str_keys_load_like_the_official_ones(tmp_path: Path, tiny_cifar10_archive: TinyArchive, protocol: int) -> None:
+    archive = tmp_path / "py3.tar.gz"
+    md5 = write_tar_gz(archive, _python3_members(tiny_cifar10_archive, protocol), "cifar-10-batches-py")
+    prepare_dataset(DataConfig(root=tmp_path / "root", source=str(archive), md5=md5), progress=False)
+    arrays = read_cache(tmp_path / "root" / "cifar10", "cifar10")
+    np.testing.assert_array_equal(arrays.train_images, tiny_cifar10_archive.expected.train_images)
+    np.testing.assert_array_equal(arrays.test_labels, tiny_cifar10_archive.expected.test_labels)
+    assert arrays.class_names == tiny_cifar10_archive.expected.class_names
+
+
+def test_a_key_given_as_bytes_and_as_text_is_refused() -> None:
+    with pytest.raises(DataError, match="appears twice"):
+        load_batch(io.BytesIO(pickle.dumps({b"labels": [1], "labels": [2]})), "batch")
+
+
+# --------------------------------------------------------------------------- resource limits
+
+
+def _shared_reference_bomb(levels: int) -> list:
+    """A list that pickles to a couple of kilobytes and expands to 100**levels integers."""
+    value: list = [0] * 100
+    for _ in range(levels - 1):
+        value = [value] * 100
+    return value
+
+
+@pytest.mark.parametrize("where", ["labels", "filenames", "nested in a dict"])
+def test_shared_references_cannot_expand_memory(where: str) -> None:
+    import tracemalloc
+
+    bomb = _shared_reference_bomb(5)  # 10**10 elements: 80 GB as an int64 array
+    batch = {b"data": np.zeros((0, 3072), np.uint8), b"labels": []}
+    batch[b"labels" if where == "labels" else b"filenames" if where == "filenames" else b"extra"] = (
+        bomb if where != "nested in a dict" else {b"a": bomb}
+    )
+    data = py2_pickle(batch)
+    assert len(data) < 5_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=f"expand to more than {MAX_ELEMENTS} elements"):
+            load_batch(io.BytesIO(data), "bomb_batch")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20  # memory stays proportional to the pickle, not to what it expands to
+
+
+@pytest.mark.parametrize(
+    "payload, words",
+    [
+        (lambda: (lambda x: (x.append(x), x)[1])([]), "contains itself"),
+        (lambda: _nested_list(50), "nest more than"),
+        (lambda: [{1, 2}], "only arrays, lists"),
+        (lambda: [bytearray(b"ab")], "bytearray"),
+    ],
+)
+def test_unusual_object_graphs_are_refused(payload, words: str) -> None:
+    with pytest.raises(DataError, match=words):
+        load_batch(io.BytesIO(pickle.dumps({"labels": payload()}, protocol=4)), "odd_batch")
+
+
+def _nested_list(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_labels_must_be_flat_integers_before_any_conversion(tmp_path: Path, tiny_cifar10_archive: TinyArchive) -> None:
+    members = dict(tiny_cifar10_archive.members)
+    name = "cifar-10-batches-py/data_batch_2"
+    batch = load_batch(io.BytesIO(members[name]), name)
+    batch[b"labels"] = [[v] for v in batch[b"labels"]]
+    members[name] = py2_pickle(batch)
+    archive = tmp_path / "nested.tar.gz"
+    md5 = write_tar_gz(archive, members, "cifar-10-batches-py")
+    with pytest.raises(DataError, match=r"data_batch_2: b'labels' must be a list of 40 integers"):
+        prepare_dataset(DataConfig(root=tmp_path / "root", source=str(archive), md5=md5), progress=False)

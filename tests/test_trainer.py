@@ -108,7 +108,8 @@ def test_resume_after_an_epoch_gives_identical_weights(tmp_path: Path) -> None:
     first = new_state(4, 2)
     run(first, tmp_path / "b", epochs=1)
     resumed = new_state(4, 2)
-    restore_train_state(resumed, load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt"))
+    last = tmp_path / "b" / "checkpoints" / "last.pt"
+    restore_train_state(resumed, load_checkpoint(last, for_resume=True), last)
     assert resumed.epoch == 1
     run(resumed, tmp_path / "b", epochs=2)
 
@@ -135,11 +136,12 @@ def test_sigint_saves_mid_epoch_and_resume_matches(tmp_path: Path) -> None:
         run(interrupted, tmp_path / "b", epochs=2, callbacks=SignalAtStep(6))
     assert info.value.exit_code == 130
     assert "SIGINT" in info.value.message and "--resume" in info.value.hint
-    saved = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    last = tmp_path / "b" / "checkpoints" / "last.pt"
+    saved = load_checkpoint(last, for_resume=True)
     assert (saved["epoch"], saved["batch_in_epoch"], saved["global_step"]) == (1, 2, 6)
 
     resumed = new_state(4, 2)
-    restore_train_state(resumed, saved)
+    restore_train_state(resumed, saved, last)
     run(resumed, tmp_path / "b", epochs=2)
     assert_same_weights(weights(straight.model), weights(resumed.model))
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored

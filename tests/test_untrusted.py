@@ -206,8 +206,9 @@ def _gadgets() -> list[Gadget]:
             Gadget(f"numpy.lib.format.open_memmap p{protocol}",
                    call("numpy.lib.format", "open_memmap", lambda m, f: str(m), "w+", "u1", (4,)),
                    "forbidden global numpy.lib.format.open_memmap"),
-            Gadget(f"_codecs.encode p{protocol}", call("_codecs", "encode", "abc", "latin1"),
-                   "forbidden global _codecs.encode", live=False),
+            # allowed for Python 3's protocol-2 bytes, but only as latin-1 text -> bytes
+            Gadget(f"_codecs.encode p{protocol}", call("_codecs", "encode", "abc", "rot13"),
+                   "_codecs.encode may only turn latin-1 text into bytes", live=False),
             Gadget(f"copyreg._reconstructor p{protocol}",
                    lambda m, f, p=protocol: (b"\x80\x02" if p == 2 else b"") + b"ccopyreg\n_reconstructor\n(c__builtin__\nobject\n"
                    b"c__builtin__\nobject\nNtR.", "forbidden global copyreg._reconstructor", live=False),

@@ -17,7 +17,6 @@ from cifarcli.errors import ConfigError, UsageError
 from cifarcli.plots.html import Figure, ReportPage, Table, write_report_html
 from cifarcli.plots.overlays import Series, plot_overlaid, plot_run_curves
 from cifarcli.sweeps.spec import format_value
-from cifarcli.sweeps.summary import write_table_csv
 
 SWEEP_MARKER = "sweep.json"  # a folder holding it is a sweep: compare every trial in it
 IGNORED_KEYS = ("run.name", "run.root")  # differ between any two runs; the folder names show them
@@ -143,9 +142,11 @@ def write_comparison(compared: list[ComparedRun], out_dir: Path) -> list[Path]:
                  for trace in [lr_trace(run.cfg.schedule, run.cfg.optim.lr, run.steps_per_epoch, run.cfg.train.epochs)]]  # fmt: skip
     schedules = plot_overlaid(lr_series, out_dir / "lr_schedules.png", "Learning rate per step", "epoch", "learning rate")
     rows = [[_csv_value(headline(run)[c]) for c in HEADLINE_COLUMNS] for run in compared]
-    metrics_csv = write_table_csv(out_dir / "metrics.csv", HEADLINE_COLUMNS, rows)
+    metrics_csv = out_dir / "metrics.csv"
+    fileio.write_csv(metrics_csv, HEADLINE_COLUMNS, rows)
     diff_header, diff_rows = difference_cells(compared)
-    diff_csv = write_table_csv(out_dir / "config_diff.csv", diff_header, diff_rows)
+    diff_csv = out_dir / "config_diff.csv"
+    fileio.write_csv(diff_csv, diff_header, diff_rows)
     numeric = frozenset(HEADLINE_COLUMNS[4:])
     page_tables = [
         Table("Headline metrics", HEADLINE_COLUMNS, headline_cells(compared), numeric),

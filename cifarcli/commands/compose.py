@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cifarcli import runs
+from cifarcli import escape, runs
 from cifarcli.config import ExperimentConfig
 from cifarcli.data.augment import augment_preview
 from cifarcli.data.cache import CifarArrays
@@ -200,6 +200,17 @@ def load_trained_model(
         model = model.to(memory_format=torch.channels_last)
     model.eval()
     return LoadedRun(cfg=cfg, model=model, checkpoint=checkpoint, device=device, path=path)
+
+
+def check_checkpoint_classes(checkpoint: dict[str, Any], labels: LabelSet, path: Path) -> None:
+    """A checkpoint is scored and shown only on the classes it was trained on."""
+    names = checkpoint.get("class_names", labels.class_names)
+    if checkpoint["num_classes"] != labels.num_classes or names != labels.class_names:
+        raise CheckpointError(
+            f"{path} was trained on {checkpoint['num_classes']} classes ({escape.clip(escape.terminal(', '.join(names)), 80)}), "
+            f"but the data set at data.root has {labels.num_classes} ({escape.clip(escape.terminal(', '.join(labels.class_names)), 80)})",
+            hint="use the data root it was trained with (--set data.root=...)",
+        )
 
 
 def run_predictions(run: LoadedRun, loader: DeviceLoader, tta_flip: bool) -> Predictions:

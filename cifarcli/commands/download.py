@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from cifarcli import escape
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_config
 from cifarcli.config import CUSTOM_DATASET_NAMES
 from cifarcli.data.prepare import prepare_dataset
@@ -51,8 +52,10 @@ def download(
         raise UsageError(f"cifar download fetches CIFAR-10/100; data.dataset {cfg.data.dataset} is your own data",
                          hint="convert it with `cifar prepare` (train and the other commands also do it when needed)")
     result = prepare_dataset(cfg.data, force=force)
-    typer.echo(f"{result.dataset}: {result.action}")
-    typer.echo(f"cache:   {result.cache_dir} ({result.train_count} train, {result.test_count} test images)")
+    lines = [f"{result.dataset}: {result.action}",
+             f"cache:   {result.cache_dir} ({result.train_count} train, {result.test_count} test images)"]  # fmt: skip
     if result.archive_path.is_file():
-        typer.echo(f"archive: {result.archive_path} (md5 {result.archive_md5})")
-    typer.echo(f"source:  {result.source}")
+        lines.append(f"archive: {result.archive_path} (md5 {result.archive_md5})")
+    lines.append(f"source:  {result.source}")
+    for line in lines:
+        typer.echo(escape.terminal(line))

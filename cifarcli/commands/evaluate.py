@@ -6,14 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from cifarcli import runs
+from cifarcli import escape, runs
 from cifarcli.commands import compose
 from cifarcli.commands.evaluation import evaluate_split, print_summary, write_evaluation
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_trained_run
-from cifarcli.commands.progress import make_console
+from cifarcli.commands.progress import make_console, print_written
 
 
 def evaluate(
@@ -30,21 +29,22 @@ def evaluate(
     """
     trained = resolve_trained_run(target, config, overrides, print_config, ema)
     path, checkpoint, cfg = trained.path, trained.checkpoint, trained.cfg
-    device = compose.device_for(cfg)
-    data = compose.build_data(cfg, device, progress=not quiet)
-    run = compose.load_trained_model(path, cfg, device, use_ema=ema, checkpoint=checkpoint)
-    with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
-        summary, matrix, rows = evaluate_split(run, data, cfg.eval)
-    summary["ema"] = ema
     run_dir = runs.run_dir_of(path)
-    written = write_evaluation(run_dir, summary, matrix, rows, data.labels.class_names)
-    stdout = Console(highlight=False)
+    with runs.locked(run_dir):
+        device = compose.device_for(cfg)
+        data = compose.build_data(cfg, device, progress=not quiet)
+        compose.check_checkpoint_classes(checkpoint, data.labels, path)
+        run = compose.load_trained_model(path, cfg, device, use_ema=ema, checkpoint=checkpoint)
+        with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
+            summary, matrix, rows = evaluate_split(run, data, cfg.eval)
+        summary["ema"] = ema
+        written = write_evaluation(run_dir, summary, matrix, rows, data.labels.class_names)
+    stdout = make_console(stderr=False)
     if not quiet and len(data.labels.class_names) <= 20:
         stdout.print(_per_class_table(summary))
     print_summary(stdout, summary, f"{cfg.eval.split} split, {path.name} (epoch {summary['epoch']})")
     make_console(quiet).print(f"most confused: {_top_pairs(summary)}")
-    for file in written:
-        typer.echo(f"wrote {file}")
+    print_written(written)
 
 
 def _per_class_table(summary: dict) -> Table:
@@ -52,10 +52,10 @@ def _per_class_table(summary: dict) -> Table:
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for row in summary["per_class"]:
-        table.add_row(row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+        table.add_row(escape.terminal(row["class"]), f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
     return table
 
 
 def _top_pairs(summary: dict) -> str:
     pairs = summary["most_confused"][:3]
-    return ", ".join(f"{p['true']} -> {p['predicted']} ({p['images']})" for p in pairs) or "none"
+    return ", ".join(f"{escape.terminal(p['true'])} -> {escape.terminal(p['predicted'])} ({p['images']})" for p in pairs) or "none"

@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from cifarcli import fileio, runs
+from cifarcli import fileio, records, runs
 from cifarcli.commands.compose import DataBundle, LoadedRun, run_predictions
 from cifarcli.commands.progress import metrics_table
 from cifarcli.config import EvalConfig
 from cifarcli.errors import UsageError
 from cifarcli.metrics import evaluation_summary
+from cifarcli.report_tables import damaged
 
 PREDICTION_COLUMNS = ["index", "true", "predicted", "confidence", "true_probability"]
 
@@ -64,6 +65,33 @@ def write_evaluation(out_dir: Path, summary: dict, matrix: np.ndarray, rows: np.
         ([int(r[0]), int(r[1]), int(r[2]), round(float(r[3]), 6), round(float(r[4]), 6)] for r in rows),
     )  # fmt: skip
     return [eval_path, cm_path, pred_path]
+
+
+def _superclass(value: object) -> bool:
+    if not isinstance(value, dict) or not records.number(value.get("top1")) or not records.texts(value.get("names")):
+        return False
+    matrix, size = value.get("confusion_matrix"), len(value["names"])
+    return isinstance(matrix, list) and len(matrix) == size and all(
+        isinstance(row, list) and len(row) == size and all(records.whole(n) for n in row) for row in matrix
+    )
+
+
+# Every field of evaluation.json that `cifar report` reads.
+SUMMARY_FIELDS: dict[str, records.Check] = {
+    "split": records.one_of("test", "val"), "tta_flip": records.flag, "ema": records.flag,
+    "num_images": records.whole, "top1": records.number, "top5": records.number, "loss": records.number,
+    "macro_f1": records.number, "weighted_f1": records.number, "epoch": records.whole,
+    "checkpoint": records.text, "class_names": records.texts, "superclass": _superclass,
+}  # fmt: skip
+
+
+def read_evaluation_summary(path: Path) -> dict:
+    """evaluation.json, with every field the report uses checked; DamagedFileError (exit 1) if one is off."""
+    summary = fileio.read_json(path)
+    problem = records.first_problem(summary, SUMMARY_FIELDS, may_lack=("ema", "superclass"))
+    if problem is not None:
+        raise damaged(path, f"it is damaged or not from `cifar evaluate`: {problem}")
+    return summary
 
 
 def headline_rows(summary: dict) -> list[tuple[str, str]]:

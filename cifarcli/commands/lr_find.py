@@ -11,15 +11,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from cifarcli import fileio, runs
+from cifarcli import escape, fileio, runs
 from cifarcli.commands import compose
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_config
-from cifarcli.commands.progress import make_console
+from cifarcli.commands.progress import make_console, print_written
 from cifarcli.config import ExperimentConfig, config_to_yaml, config_with
 from cifarcli.engine.lr_finder import LrFindResult, find_lr
 from cifarcli.engine.optim import build_optimizer
 from cifarcli.engine.precision import make_grad_scaler
-from cifarcli.errors import RunError, UsageError
+from cifarcli.errors import DamagedFileError, RunError, UsageError
 from cifarcli.plots.lr_find import plot_lr_find
 
 LR_FIND_CSV = "lr_find.csv"
@@ -61,11 +61,10 @@ def lr_find(
     run_dir = runs.create_run_dir(cfg.run.root, f"{cfg.run.name}-lr-find")  # only once there is something to keep
     fileio.write_text_atomic(run_dir / runs.CONFIG_FILE, config_to_yaml(cfg))
     written = write_lr_find(run_dir, cfg, result)
-    stdout = Console(highlight=False)
+    stdout = make_console(stderr=False)
     stdout.print(suggestion_table(result, cfg.lr_find.suggestion))
-    stdout.print(f"stopped after {result.steps} of {cfg.lr_find.num_iter} steps: {result.stop_reason}", markup=False, soft_wrap=True)
-    for path in written:
-        typer.echo(f"wrote {path}")
+    stdout.print(f"stopped after {result.steps} of {cfg.lr_find.num_iter} steps: {result.stop_reason}", soft_wrap=True)
+    print_written(written)
     chosen = result.suggestions[cfg.lr_find.suggestion]
     if chosen.lr is None:
         fix = "lower lr_find.start_lr and lr_find.end_lr" if result.stopped_early else "raise lr_find.end_lr or lr_find.num_iter"
@@ -73,7 +72,7 @@ def lr_find(
             f"lr-find: no {chosen.name!r} suggestion: {chosen.note} (see {run_dir / LR_FIND_PNG})",
             hint=f"{fix}, or pick another with --set lr_find.suggestion=...",
         )
-    typer.echo(f"use it: cifar train --lr-from {run_dir / LR_FIND_JSON} (with the same -c/--set)")
+    typer.echo(f"use it: cifar train --lr-from {escape.terminal(run_dir / LR_FIND_JSON)} (with the same -c/--set)")
 
 
 def _sweep_progress(console: Console) -> Progress:
@@ -134,7 +133,7 @@ def config_with_lr_from(cfg: ExperimentConfig, path: Path, console: Console) -> 
         raise UsageError(f"--lr-from {path}: no such file", hint=f"pass the {LR_FIND_JSON} written by `cifar lr-find`")
     try:
         found = fileio.read_json(path)
-    except UsageError as exc:
+    except (UsageError, DamagedFileError) as exc:
         raise UsageError(f"--lr-from {path}: not a readable JSON file", hint=f"pass the {LR_FIND_JSON} written by `cifar lr-find`") from exc
     chosen = found.get("chosen") if isinstance(found, dict) else None
     name = chosen.get("name") if isinstance(chosen, dict) else None
@@ -160,4 +159,4 @@ def _warn_if_other_setup(saved: Any, cfg: ExperimentConfig, path: Path, console:
         if isinstance(saved.get(section), dict) and saved[section].get(key) != now[section][key]
     ]
     if differ:
-        console.print(f"note: {path} was found with another setup ({'; '.join(differ)})", markup=False)
+        console.print(escape.terminal(f"note: {path} was found with another setup ({'; '.join(differ)})"))

@@ -13,6 +13,7 @@ from cifarcli.config import (
     apply_override,
     config_to_yaml,
     config_with,
+    flatten_tree,
     parse_override,
     read_yaml_mapping,
     resolve_config_path,
@@ -83,17 +84,6 @@ def _allowed(dotted: str) -> bool:
     return any(dotted == key or (key.endswith(".") and dotted.startswith(key)) for key in EVALUATION_SETTINGS)
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, dotted + "."))
-        else:
-            flat[dotted] = value
-    return flat
-
-
 def resolve_saved_config(
     saved: ExperimentConfig, config: Path | None, overrides: list[str] | None, print_config: bool
 ) -> ExperimentConfig:
@@ -105,7 +95,7 @@ def resolve_saved_config(
     changes: dict[str, Any] = {}
     if config is not None:
         tree = read_yaml_mapping(resolve_config_path(config))
-        changes.update({k: v for k, v in _flatten(tree).items() if _allowed(k)})
+        changes.update({k: v for k, v in flatten_tree(tree).items() if _allowed(k)})
     for text in overrides or []:
         parts, value = parse_override(text)
         dotted = ".".join(parts)
@@ -118,6 +108,16 @@ def resolve_saved_config(
     cfg = config_with(saved, changes)
     print_config_and_exit(cfg, print_config)
     return cfg
+
+
+def saved_config(checkpoint: dict[str, Any], path: Path) -> ExperimentConfig:
+    """The config a checkpoint of `cifar train` was trained with, validated; CheckpointError if this cifar cannot read it."""
+    if "num_classes" not in checkpoint:
+        raise CheckpointError(f"{path} is damaged: 'num_classes' is missing", hint="pass a checkpoint written by `cifar train`")
+    try:
+        return validate_config(checkpoint["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{path} holds a config this cifar cannot read: {exc.message}") from exc
 
 
 @dataclass(frozen=True)
@@ -135,11 +135,7 @@ def resolve_trained_run(
     """Find and load the checkpoint of a run folder (or file), and resolve its evaluation settings."""
     path = runs.find_checkpoint(target)
     checkpoint = load_checkpoint(path)
-    try:
-        saved = validate_config(checkpoint["config"])
-    except ConfigError as exc:
-        raise CheckpointError(f"{path} holds a config this cifar cannot read: {exc.message}") from exc
-    cfg = resolve_saved_config(saved, config, overrides, print_config)
+    cfg = resolve_saved_config(saved_config(checkpoint, path), config, overrides, print_config)
     if ema and not checkpoint.get("ema"):
         raise UsageError(f"{path} has no EMA weights", hint="train with --set train.ema_decay=0.999, or drop --ema")
     return TrainedRun(path, checkpoint, cfg)

@@ -5,19 +5,31 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Optional
+from typing import Iterable, Optional
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from cifarcli import escape
 from cifarcli.engine.loop import TrainState
 from cifarcli.engine.trainer import TrainCallbacks
 
 
-def make_console(quiet: bool = False) -> Console:
-    """Console on stderr for progress; stdout stays free for results."""
-    return Console(stderr=True, quiet=quiet, highlight=False)
+def make_console(quiet: bool = False, stderr: bool = True) -> Console:
+    """Console on stderr for progress (stdout for results), printing text as written.
+
+    Markup is off: a path or class name holding `[...]` is shown, not parsed. Text from files
+    or the user still goes through `escape.terminal`, which escapes control characters.
+    """
+    return Console(stderr=stderr, quiet=quiet, highlight=False, markup=False, soft_wrap=True)  # paths stay whole
+
+
+def print_written(paths: Iterable[object]) -> None:
+    """One `wrote PATH` line on stdout per file written."""
+    for path in paths:
+        typer.echo(f"wrote {escape.terminal(path)}")
 
 
 def format_seconds(seconds: float) -> str:
@@ -90,7 +102,7 @@ class TrainingDisplay(TrainCallbacks):
             + f"  left {format_seconds(left)}"
             + ("  *best" if is_best else "")
         )
-        self.console.print(line, markup=False, soft_wrap=True)
+        self.console.print(line, soft_wrap=True)
         sys.stderr.flush()
 
     def on_train_end(self) -> None:
@@ -101,7 +113,7 @@ class TrainingDisplay(TrainCallbacks):
 
 def metrics_table(title: str, rows: list[tuple[str, str]]) -> Table:
     """A two-column table of headline figures."""
-    table = Table(title=title, show_header=False, title_justify="left")
+    table = Table(title=escape.terminal(title), show_header=False, title_justify="left")
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
     for name, value in rows:

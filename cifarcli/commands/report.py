@@ -7,11 +7,12 @@ from typing import Annotated, Any
 
 import typer
 
-from cifarcli import fileio, runs
+from cifarcli import escape, fileio, runs
 from cifarcli.commands import compose
-from cifarcli.commands.evaluation import evaluate_split, write_evaluation
+from cifarcli.commands.evaluation import evaluate_split, read_evaluation_summary, write_evaluation
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_trained_run
-from cifarcli.commands.progress import make_console
+from cifarcli.commands.progress import make_console, print_written
+from cifarcli.commands.report_inputs import read_run_records
 from cifarcli.commands.report_pages import write_report
 from cifarcli.config import ExperimentConfig
 from cifarcli.data.cache import CifarArrays
@@ -35,17 +36,21 @@ def report(
     checkpoint_path, checkpoint, cfg = trained.path, trained.checkpoint, trained.cfg
     console = make_console(quiet)
     written: list[Path] = []
-    reason = _evaluation_needed(run_dir, cfg)
-    if reason:
-        console.print(f"scoring {checkpoint_path} on the {cfg.eval.split} split first: {reason}", soft_wrap=True)
-        arrays, labels, written = _score(cfg, checkpoint_path, checkpoint, quiet)
-    else:
-        arrays = load_dataset(cfg.data, progress=not quiet)
-        labels = compose.select_labels(arrays, cfg.data.label_mode)
-    paths = write_report(cfg, run_dir, checkpoint_path, checkpoint, arrays, labels)
-    for path in [*written, *paths]:
-        typer.echo(f"wrote {path}")
-    console.print(f"open {paths[-1]} in a browser (it is self-contained)", soft_wrap=True)
+    with runs.locked(run_dir):
+        # Everything the run folder must already hold is checked before anything is scored or written.
+        fileio.refuse_file_in_the_way(run_dir / runs.REPORT_DIR)
+        run_records = read_run_records(run_dir)
+        reason = _evaluation_needed(run_dir, cfg)
+        if reason:
+            console.print(f"scoring {escape.terminal(checkpoint_path)} on the {cfg.eval.split} split first: {reason}")
+            arrays, labels, written = _score(cfg, checkpoint_path, checkpoint, quiet)
+        else:
+            arrays = load_dataset(cfg.data, progress=not quiet)
+            labels = compose.select_labels(arrays, cfg.data.label_mode)
+            compose.check_checkpoint_classes(checkpoint, labels, checkpoint_path)
+        paths = write_report(cfg, run_dir, checkpoint_path, checkpoint, arrays, labels, run_records)
+    print_written([*written, *paths])
+    console.print(f"open {escape.terminal(paths[-1])} in a browser (it is self-contained)")
 
 
 def _score(
@@ -54,6 +59,7 @@ def _score(
     """Score the checkpoint exactly as `cifar evaluate` does and write its files into the run folder."""
     device = compose.device_for(cfg)
     data = compose.build_data(cfg, device, progress=not quiet)
+    compose.check_checkpoint_classes(checkpoint, data.labels, checkpoint_path)
     run = compose.load_trained_model(checkpoint_path, cfg, device, checkpoint=checkpoint)
     summary, matrix, rows = evaluate_split(run, data, cfg.eval)
     summary["ema"] = False
@@ -76,8 +82,8 @@ def _evaluation_needed(run_dir: Path, cfg: ExperimentConfig) -> str:
     missing = [name for name in files if not (run_dir / name).is_file()]
     if missing:
         return f"{', '.join(missing)} missing"
-    summary = fileio.read_json(run_dir / runs.EVALUATION_FILE)
-    scored = (summary.get("split"), summary.get("tta_flip"), bool(summary.get("ema", False)))
+    summary = read_evaluation_summary(run_dir / runs.EVALUATION_FILE)
+    scored = (summary["split"], summary["tta_flip"], summary.get("ema", False))
     wanted = (cfg.eval.split, cfg.eval.tta_flip, False)
     if scored != wanted:  # e.g. `cifar evaluate --set eval.split=val` left a validation score behind
         return f"the saved evaluation is of split={scored[0]}, tta_flip={scored[1]}, ema={scored[2]}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +10,13 @@ import numpy as np
 from cifarcli import fileio, runs
 from cifarcli import report_tables as tables
 from cifarcli.commands import compose
-from cifarcli.commands.evaluation import PREDICTION_COLUMNS, headline_rows
+from cifarcli.commands.evaluation import headline_rows
+from cifarcli.commands.report_inputs import Evaluation, RunRecords, read_evaluation
 from cifarcli.config import ExperimentConfig, config_to_yaml
 from cifarcli.data.augment import augment_preview
 from cifarcli.data.cache import CifarArrays
 from cifarcli.data.split import stratified_split
 from cifarcli.engine.schedules import lr_trace
-from cifarcli.errors import UsageError
 from cifarcli.plots.confusion import plot_confusion_matrix
 from cifarcli.plots.curves import plot_lr_schedule, plot_training_curves
 from cifarcli.plots.grids import plot_augmentation_rows, plot_image_grid
@@ -26,50 +25,32 @@ from cifarcli.plots.html import Figure, ReportPage, Table, write_report_html
 MAX_AUGMENT_ROWS = 10  # classes shown in augmentations.png; more rows stop being readable
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """What `cifar evaluate` (or train) left in the run folder, read back."""
-
-    summary: dict[str, Any]
-    class_names: list[str]
-    matrix: np.ndarray
-    predictions: np.ndarray  # rows: index, true, predicted, confidence, true_probability
-
-
 def write_report(
     cfg: ExperimentConfig, run_dir: Path, checkpoint_path: Path, checkpoint: dict[str, Any],
-    arrays: CifarArrays, labels: compose.LabelSet,
+    arrays: CifarArrays, labels: compose.LabelSet, run_records: RunRecords,
 ) -> list[Path]:  # fmt: skip
-    """Write every figure and table into RUN/report/ and index.html last; return the paths written."""
-    evaluation = read_evaluation(run_dir, labels.class_names)
-    out_dir = run_dir / runs.REPORT_DIR
-    metrics = tables.read_metrics(run_dir / runs.METRICS_FILE)
-    curves_title = f"{run_dir.name}: loss and accuracy per epoch"
-    figures = [
-        *_confusion_figures(evaluation, labels, out_dir),
-        _misclassified_figure(cfg.report.misclassified_count, evaluation, arrays, out_dir),
-        Figure("Training curves", plot_training_curves(metrics, out_dir / "curves.png", curves_title)),
-        _lr_figure(cfg, run_dir, out_dir),
-        _augmentation_figure(cfg, arrays, labels, out_dir),
-    ]
-    headline = headline_rows(evaluation.summary)
-    page_tables, table_files = _write_tables(evaluation, headline, out_dir, f"Classification report: {run_dir.name}")
-    facts = _facts(cfg, run_dir, checkpoint_path, evaluation.summary, checkpoint, len(metrics["epoch"]))
-    page = ReportPage(f"cifar report: {run_dir.name}", facts, headline, figures, page_tables, config_to_yaml(cfg))
-    index = write_report_html(page, out_dir / "index.html")
-    return [*(f.path for f in figures), *table_files, index]
+    """Write every figure and table, and index.html last, into RUN/report/; return the paths written.
 
-
-def read_evaluation(run_dir: Path, class_names: list[str]) -> Evaluation:
-    summary = fileio.read_json(run_dir / runs.EVALUATION_FILE)
-    names, matrix = tables.read_confusion_matrix(run_dir / runs.CONFUSION_FILE)
-    predictions = tables.read_predictions(run_dir / runs.PREDICTIONS_FILE, PREDICTION_COLUMNS)
-    if names != class_names:
-        raise UsageError(
-            f"{run_dir / runs.CONFUSION_FILE} names other classes than the run's data set ({len(names)} vs {len(class_names)})",
-            hint=f"delete {runs.EVALUATION_FILE}, {runs.CONFUSION_FILE} and {runs.PREDICTIONS_FILE}, then run cifar report again",
-        )
-    return Evaluation(summary, names, matrix, predictions)
+    Everything is read and checked first, then written into a temporary folder that replaces
+    RUN/report/ only when complete: a failed report leaves the previous one as it was.
+    """
+    evaluation = read_evaluation(run_dir, labels.class_names, arrays)
+    target = run_dir / runs.REPORT_DIR
+    with fileio.staged_folder(target) as out_dir:
+        curves_title = f"{run_dir.name}: loss and accuracy per epoch"
+        figures = [
+            *_confusion_figures(evaluation, labels, out_dir),
+            _misclassified_figure(cfg.report.misclassified_count, evaluation, arrays, out_dir),
+            Figure("Training curves", plot_training_curves(run_records.metrics, out_dir / "curves.png", curves_title)),
+            _lr_figure(cfg, run_records.steps_per_epoch, out_dir),
+            _augmentation_figure(cfg, arrays, labels, out_dir),
+        ]
+        headline = headline_rows(evaluation.summary)
+        page_tables, table_files = _write_tables(evaluation, headline, out_dir, f"Classification report: {run_dir.name}")
+        facts = _facts(cfg, run_dir, checkpoint_path, evaluation.summary, checkpoint, len(run_records.metrics["epoch"]))
+        page = ReportPage(f"cifar report: {run_dir.name}", facts, headline, figures, page_tables, config_to_yaml(cfg))
+        written = [*(f.path for f in figures), *table_files, write_report_html(page, out_dir / "index.html")]
+    return [target / path.relative_to(out_dir) for path in written]
 
 
 def _confusion_figures(evaluation: Evaluation, labels: compose.LabelSet, out_dir: Path) -> list[Figure]:
@@ -96,10 +77,7 @@ def _misclassified_figure(count: int, evaluation: Evaluation, arrays: CifarArray
     picks = tables.select_misclassified(evaluation.predictions, count)
     split = evaluation.summary.get("split", "test")
     source = arrays.train_images if split == "val" else arrays.test_images  # val rows index the training set
-    indices = picks[:, tables.INDEX].astype(np.int64)
-    if len(indices) and indices.max() >= len(source):
-        raise UsageError(f"predictions.csv points past the {split} images ({indices.max()} >= {len(source)})",
-                         hint="delete the run's predictions.csv and run cifar report again")  # fmt: skip
+    indices = picks[:, tables.INDEX].astype(np.int64)  # checked against the split by read_evaluation
     names = evaluation.class_names
     captions = [
         f"true: {names[int(r[tables.TRUE])]} (p={_probability(r[tables.TRUE_PROBABILITY])})\n"
@@ -116,13 +94,7 @@ def _probability(p: float) -> str:
     return f"{p:.2f}" if p >= 0.1 else f"{p:.2g}"
 
 
-def _lr_figure(cfg: ExperimentConfig, run_dir: Path, out_dir: Path) -> Figure:
-    info = fileio.read_json(run_dir / runs.RUN_INFO_FILE)
-    steps = info.get("steps_per_epoch") if isinstance(info, dict) else None
-    if not isinstance(steps, int) or steps < 1:
-        raise UsageError(
-            f"{run_dir / runs.RUN_INFO_FILE} has no valid steps_per_epoch", hint="it is written by `cifar train`; restore it"
-        )
+def _lr_figure(cfg: ExperimentConfig, steps: int, out_dir: Path) -> Figure:
     trace = lr_trace(cfg.schedule, cfg.optim.lr, steps, cfg.train.epochs)
     title = f"Learning rate per step ({cfg.schedule.name}, {cfg.optim.name}, peak lr {cfg.optim.lr:g}, {steps} steps/epoch)"
     return Figure("Learning-rate schedule", plot_lr_schedule(trace, steps, out_dir / "lr_schedule.png", title))

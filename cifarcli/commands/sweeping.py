@@ -22,6 +22,7 @@ from cifarcli.commands.sweep_pages import write_sweep_outputs
 from cifarcli.commands.training import run_training
 from cifarcli.config import ExperimentConfig, config_with, validate_config
 from cifarcli.data.prepare import load_dataset
+from cifarcli.engine.checkpoint import load_checkpoint
 from cifarcli.engine.trainer import CallbackList, TrainCallbacks
 from cifarcli.errors import ConfigError, Interrupted, UsageError
 from cifarcli.sweeps import study as sweep_study
@@ -52,7 +53,7 @@ def start_sweep(
     base_tree = base.model_dump(mode="json")
 
     def new_folder() -> Path:
-        return runs.create_unique_dir(root, f"{runs.timestamp()}-{spec.name}", what="sweep", hint="pass --root DIR")
+        return runs.create_unique_dir(root, f"{runs.timestamp()}-{spec.name}", what="sweep", remedy="pass --root DIR")
 
     with sweep_study.quiet_optuna():
         if shared is None:
@@ -163,8 +164,9 @@ def run_trial(
     cfg = trial_config(base, task)
     display = TrainingDisplay(console, cfg.data.batch_size) if verbose else TrainCallbacks()
     try:
+        saved = load_checkpoint(runs.checkpoint_path(task.folder, runs.LAST_CHECKPOINT), for_resume=True) if task.resume else None
         outcome = run_training(cfg, lambda: task.folder, CallbackList([display, _ReportEpochs(reporter)]),
-                               resume=task.resume, progress=False)  # fmt: skip
+                               resume_from=saved, progress=False)  # fmt: skip
     finally:
         display.on_train_end()  # a pruned trial leaves fit before its own on_train_end
     return sweep_trials.TrialResult(float(outcome.test_summary["top1"]))

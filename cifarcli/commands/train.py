@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 
-from cifarcli import runs
+from cifarcli import escape, runs
 from cifarcli.commands import compose
 from cifarcli.commands.evaluation import print_summary
 from cifarcli.commands.lr_find import LrFromOption, config_with_lr_from
-from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, print_config_and_exit, resolve_config
-from cifarcli.commands.progress import TrainingDisplay, make_console
+from cifarcli.commands.options import (
+    ConfigOption, PrintConfigOption, SetOption, print_config_and_exit, resolve_config, saved_config,
+)  # fmt: skip
+from cifarcli.commands.progress import TrainingDisplay, make_console, print_written
 from cifarcli.commands.training import run_training
-from cifarcli.config import ExperimentConfig, load_config
+from cifarcli.config import ExperimentConfig, config_differences, load_config
+from cifarcli.engine.checkpoint import load_checkpoint
 from cifarcli.engine.loop import TrainState
-from cifarcli.errors import UsageError
+from cifarcli.errors import ConfigError, DamagedFileError, UsageError
 from cifarcli.models import render_summary
+
 
 def train(
     config: ConfigOption = None,
@@ -33,40 +37,65 @@ def train(
     Example: cifar train -c cifar100-resnet34 --set train.epochs=30
     """
     console = make_console(quiet)
-    if resume is not None:
-        if config is not None or overrides or lr_from is not None:
-            raise UsageError("--resume continues a run with its own config; drop --config/--set/--lr-from",
-                             hint=f"config used: {resume / runs.CONFIG_FILE}")  # fmt: skip
-        cfg = _resumed_config(resume)
-    else:
-        cfg = resolve_config(config, overrides, print_config and lr_from is None)
-        if lr_from is not None:
-            cfg = config_with_lr_from(cfg, lr_from, console)
-            print_config_and_exit(cfg, print_config)
-
-    def announce(run_dir: Path, state: TrainState) -> None:
+    with contextlib.ExitStack() as held:  # the run folder stays locked until training and scoring end
         if resume is not None:
-            console.print(f"resuming at epoch {state.epoch + 1}, step {state.batch_in_epoch + 1}")
-        console.print(f"run folder: {run_dir}")
-        if not quiet:
-            console.print(render_summary(compose.summary_at_start(cfg, state)))
+            if config is not None or overrides or lr_from is not None:
+                raise UsageError("--resume continues a run with its own config; drop --config/--set/--lr-from",
+                                 hint=f"config used: {resume / runs.CONFIG_FILE}")  # fmt: skip
+            held.enter_context(runs.locked(resume))
+            cfg, saved = _resumed_run(resume)
+            print_config_and_exit(cfg, print_config)
+        else:
+            cfg = resolve_config(config, overrides, print_config and lr_from is None)
+            if lr_from is not None:
+                cfg = config_with_lr_from(cfg, lr_from, console)
+                print_config_and_exit(cfg, print_config)
+            saved = None
 
-    new_run_dir = (lambda: resume) if resume is not None else (lambda: runs.create_run_dir(cfg.run.root, cfg.run.name))
-    display = TrainingDisplay(console, cfg.data.batch_size)
-    outcome = run_training(cfg, new_run_dir, display, resume=resume is not None, progress=not quiet, on_start=announce)
+        def announce(run_dir: Path, state: TrainState) -> None:
+            if resume is not None:
+                console.print(f"resuming at epoch {state.epoch + 1}, step {state.batch_in_epoch + 1}")
+            console.print(f"run folder: {escape.terminal(run_dir)}")
+            if not quiet:
+                console.print(render_summary(compose.summary_at_start(cfg, state)))
+
+        new_run_dir = (lambda: resume) if resume is not None else (lambda: runs.create_run_dir(cfg.run.root, cfg.run.name))
+        display = TrainingDisplay(console, cfg.data.batch_size)
+        outcome = run_training(cfg, new_run_dir, display, resume_from=saved,
+                               progress=not quiet, on_start=announce, lock_run_dir=resume is None)  # fmt: skip
     run_dir = outcome.run_dir
-    print_summary(Console(highlight=False), outcome.test_summary, f"test set, best checkpoint ({outcome.fit.best_checkpoint.name})")
+    print_summary(make_console(stderr=False), outcome.test_summary, f"test set, best checkpoint ({outcome.fit.best_checkpoint.name})")
     files = [run_dir / runs.CONFIG_FILE, run_dir / runs.METRICS_FILE, outcome.fit.last_checkpoint, outcome.fit.best_checkpoint]
-    for path in [*files, *outcome.written]:
-        typer.echo(f"wrote {path}")
+    print_written([*files, *outcome.written])
     if cfg.run.tensorboard:
-        typer.echo(f"TensorBoard: tensorboard --logdir {run_dir / runs.TENSORBOARD_DIR}")
+        typer.echo(f"TensorBoard: tensorboard --logdir {escape.terminal(run_dir / runs.TENSORBOARD_DIR)}")
 
 
-def _resumed_config(run_dir: Path) -> ExperimentConfig:
-    config_file = run_dir / runs.CONFIG_FILE
+def _resumed_run(run_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """The config and checkpoint to resume `run_dir` from, both checked before anything is built.
+
+    The checkpoint is the truth: its config is the one trained with. RUN/config.yaml must say
+    the same; an edited one is refused, naming the keys that differ, since training on with it
+    would crash on a size mismatch or silently change the recipe part-way.
+    """
+    config_file, last = run_dir / runs.CONFIG_FILE, runs.checkpoint_path(run_dir, runs.LAST_CHECKPOINT)
     if not config_file.is_file():
         raise UsageError(f"cannot resume {run_dir}: no {runs.CONFIG_FILE} there", hint="pass a folder created by `cifar train`")
-    if not runs.checkpoint_path(run_dir, runs.LAST_CHECKPOINT).is_file():
+    if not last.is_file():
         raise UsageError(f"cannot resume {run_dir}: it has no checkpoint yet", hint="start it again with `cifar train`")
-    return load_config(config_file)
+    saved = load_checkpoint(last, for_resume=True)
+    cfg = saved_config(saved, last)
+    try:
+        written = load_config(config_file)
+    except ConfigError as exc:
+        raise DamagedFileError(f"cannot resume {run_dir}: {config_file} does not validate ({exc.message})",
+                               hint=f"undo the edit to {runs.CONFIG_FILE}: --resume trains on with the checkpoint's config") from exc  # fmt: skip
+    differ = config_differences(cfg, written)
+    if differ:
+        shown = ", ".join(differ[:6]) + (f" and {len(differ) - 6} more" if len(differ) > 6 else "")
+        raise DamagedFileError(
+            f"cannot resume {run_dir}: {config_file} differs from the config saved in {last.name} ({shown})",
+            hint=f"--resume trains on with the checkpoint's config: undo the edit to {runs.CONFIG_FILE}, "
+            "or start a new run with `cifar train -c ...`",
+        )
+    return cfg, saved

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -12,10 +13,10 @@ from cifarcli import fileio, runs
 from cifarcli.commands import compose
 from cifarcli.commands.evaluation import evaluate_split, write_evaluation
 from cifarcli.config import ExperimentConfig, config_to_yaml
-from cifarcli.engine.checkpoint import load_checkpoint
 from cifarcli.engine.loop import TrainState
 from cifarcli.engine.tensorboard import TensorBoardLogger
 from cifarcli.engine.trainer import CallbackList, FitResult, FitSettings, TrainCallbacks, fit, restore_train_state
+from cifarcli.errors import CheckpointError
 from cifarcli.plots.confusion import plot_confusion_matrix
 
 
@@ -64,26 +65,44 @@ def train_and_score(
 
 
 def run_training(
-    cfg: ExperimentConfig, new_run_dir: Callable[[], Path], display: TrainCallbacks, resume: bool = False,
-    progress: bool = True, on_start: Optional[Callable[[Path, TrainState], None]] = None,
+    cfg: ExperimentConfig, new_run_dir: Callable[[], Path], display: TrainCallbacks,
+    resume_from: Optional[dict[str, Any]] = None, progress: bool = True,
+    on_start: Optional[Callable[[Path, TrainState], None]] = None, lock_run_dir: bool = True,
 ) -> TrainingOutcome:  # fmt: skip
     """Turn a resolved config into a finished run folder; `cifar train` and each sweep trial call this.
 
     Data, model and training state are built first; only then is `new_run_dir()` called, so a
     setting that fails to build leaves no folder behind. A fresh run gets config.yaml and
-    run_info.json there; with `resume`, the folder's last checkpoint is restored instead.
-    `on_start(run_dir, state)` is called just before training starts.
+    run_info.json there; `resume_from` (the folder's last checkpoint, loaded with
+    `for_resume=True`) is restored instead, after checking it fits the data and the epoch.
+    The run folder stays locked until training and scoring end (`lock_run_dir=False` when the
+    caller holds the lock already). `on_start(run_dir, state)` is called just before training.
     """
     device = compose.device_for(cfg)
     data = compose.build_data(cfg, device, progress=progress)
     model = compose.prepare_model(cfg, data.labels.num_classes, device)
     state = compose.build_train_state(cfg, model, compose.steps_per_epoch(cfg, data), device)
-    run_dir = new_run_dir()
-    if resume:
-        restore_train_state(state, load_checkpoint(runs.checkpoint_path(run_dir, runs.LAST_CHECKPOINT)))
-    else:
-        fileio.write_text_atomic(run_dir / runs.CONFIG_FILE, config_to_yaml(cfg))
-        fileio.write_json(run_dir / runs.RUN_INFO_FILE, compose.run_info(cfg, data, device))
-    if on_start is not None:
-        on_start(run_dir, state)
-    return train_and_score(cfg, state, data, device, run_dir, display)
+    with contextlib.ExitStack() as held:
+        run_dir = new_run_dir()
+        if lock_run_dir:
+            held.enter_context(runs.locked(run_dir))
+        if resume_from is not None:
+            _restore_checked(cfg, state, data, resume_from, runs.checkpoint_path(run_dir, runs.LAST_CHECKPOINT))
+        else:
+            fileio.write_text_atomic(run_dir / runs.CONFIG_FILE, config_to_yaml(cfg))
+            fileio.write_json(run_dir / runs.RUN_INFO_FILE, compose.run_info(cfg, data, device))
+        if on_start is not None:
+            on_start(run_dir, state)
+        return train_and_score(cfg, state, data, device, run_dir, display)
+
+
+def _restore_checked(
+    cfg: ExperimentConfig, state: TrainState, data: compose.DataBundle, saved: dict[str, Any], last: Path
+) -> None:
+    """Put a checkpoint's state into `state` once it is known to fit this data set and epoch length."""
+    compose.check_checkpoint_classes(saved, data.labels, last)
+    steps = compose.steps_per_epoch(cfg, data)
+    if saved["batch_in_epoch"] > steps:  # equal: stopped after the epoch's last step, before its bookkeeping
+        raise CheckpointError(f"{last} is damaged: it stopped after step {saved['batch_in_epoch']} of an epoch of "
+                              f"{steps} steps", hint="start a new run with `cifar train`")  # fmt: skip
+    restore_train_state(state, saved, last)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,10 +11,10 @@ import torch
 import typer
 from torch import nn
 
-from cifarcli import runs
+from cifarcli import escape, runs
 from cifarcli.commands import compose
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_trained_run
-from cifarcli.commands.progress import make_console
+from cifarcli.commands.progress import make_console, print_written
 from cifarcli.config import VisualizeConfig
 from cifarcli.data.prepare import load_dataset
 from cifarcli.engine.conv_geometry import stride_padding_maps
@@ -64,27 +65,29 @@ def visualize_filters(
 
     arrays = load_dataset(cfg.data, progress=not quiet)
     labels = compose.select_labels(arrays, cfg.data.label_mode)
+    compose.check_checkpoint_classes(checkpoint, labels, path)
     indices = pick_test_images(len(labels.test), cfg.visualize)
     picked = compose.test_images(cfg, arrays, labels, indices, device)
     out_dir = out if out is not None else runs.run_dir_of(path) / VISUALIZE_DIR
     if stride_padding:
         captions_sp = [f"test #{i}: {labels.class_names[int(t)]}" for i, t in zip(indices, picked.labels)]
-        figure = plot_stride_padding(picked.raw, stride_padding_maps(stem, picked.inputs), captions_sp,
-                                     out_dir / STRIDE_PADDING_FILE, conv_layer_names(model)[0], stem.kernel_size[0])  # fmt: skip
-        typer.echo(f"wrote {figure}")
+        with runs.locked(runs.run_dir_of(path)) if out is None else contextlib.nullcontext():
+            figure = plot_stride_padding(picked.raw, stride_padding_maps(stem, picked.inputs), captions_sp,
+                                         out_dir / STRIDE_PADDING_FILE, conv_layer_names(model)[0], stem.kernel_size[0])  # fmt: skip
+        print_written([figure])
         return
     activations, cam = _explain(model, chosen, layer_name, picked.inputs)
     captions = _captions(indices, picked.labels, cam, labels.class_names)
     raw_images = picked.raw
 
-    written = [
-        plot_filters(stem.weight.detach().float().cpu().numpy(), out_dir / FILTERS_FILE, conv_layer_names(model)[0]),
-        plot_feature_maps(raw_images, activations, captions, out_dir / FEATURE_MAPS_FILE, layer_name, cfg.visualize.max_feature_maps),
-        plot_gradcam(raw_images, cam.heatmaps, captions, out_dir / GRADCAM_FILE, layer_name),
-    ]
-    make_console(quiet).print(f"layer {layer_name}, test images {', '.join(map(str, indices))}")
-    for file in written:
-        typer.echo(f"wrote {file}")
+    with runs.locked(runs.run_dir_of(path)) if out is None else contextlib.nullcontext():
+        written = [
+            plot_filters(stem.weight.detach().float().cpu().numpy(), out_dir / FILTERS_FILE, conv_layer_names(model)[0]),
+            plot_feature_maps(raw_images, activations, captions, out_dir / FEATURE_MAPS_FILE, layer_name, cfg.visualize.max_feature_maps),
+            plot_gradcam(raw_images, cam.heatmaps, captions, out_dir / GRADCAM_FILE, layer_name),
+        ]
+    make_console(quiet).print(f"layer {escape.terminal(layer_name)}, test images {', '.join(map(str, indices))}")
+    print_written(written)
 
 
 def pick_test_images(test_count: int, cfg: VisualizeConfig) -> np.ndarray:

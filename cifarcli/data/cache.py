@@ -22,11 +22,12 @@ import numpy as np
 from cifarcli.config import CIFAR_DATASET_NAMES, CIFAR_IMAGE_SIZE
 from cifarcli.data.stats import ChannelStats, compute_channel_stats, dataset_stats
 from cifarcli.errors import DataError
-from cifarcli.fileio import file_digest, write_atomic, write_atomic_with
+from cifarcli.fileio import file_digest, write_atomic, write_atomic_with, writing
 
 FORMAT_VERSION = 1  # image_size, mean and std were added later; a CIFAR manifest without them reads as 32x32 with the table's stats
 MANIFEST_NAME = "manifest.json"
 CHANNELS = 3  # every cached image is RGB
+MAX_CLASS_NAME_CHARS = 200  # the official names have at most 20
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,24 @@ def check_arrays(arrays: CifarArrays) -> str | None:
                 return f"{split}_{kind} is {labels.dtype} {labels.shape}, expected int64 ({len(images)},)"
             if len(labels) and (labels.min() < 0 or labels.max() >= len(names)):
                 return f"{split}_{kind} holds values outside 0..{len(names) - 1}"
+    for kind, names in (("class_names", arrays.class_names), ("superclass_names", arrays.superclass_names or [])):
+        problem = _names_problem(names)
+        if problem is not None:
+            return f"{kind}: {problem}"
+    return None
+
+
+def _names_problem(names: object) -> str | None:
+    """Why `names` cannot serve as class names (shown in tables, figures, CSV and HTML), or None."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        return "must be a list of strings"
+    for name in names:
+        if len(name) > MAX_CLASS_NAME_CHARS:
+            return f"a name is {len(name)} characters long, above the limit of {MAX_CLASS_NAME_CHARS}"
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"the name {name!r} is not valid Unicode"
     return None
 
 
@@ -106,7 +125,7 @@ def write_cache(folder: Path, arrays: CifarArrays, *, source: str, archive_md5: 
     mean, std = (arrays.mean, arrays.std) if arrays.mean is not None and arrays.std is not None \
         else compute_channel_stats(arrays.train_images)
     folder = Path(folder)
-    try:
+    with writing(folder, remedy="set data.root to another folder"):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MANIFEST_NAME).unlink(missing_ok=True)
         files = {}
@@ -133,9 +152,6 @@ def write_cache(folder: Path, arrays: CifarArrays, *, source: str, archive_md5: 
         }
         text = json.dumps(manifest, indent=2) + "\n"
         write_atomic(folder / MANIFEST_NAME, text.encode("utf-8"))
-    except OSError as exc:
-        raise DataError(f"cannot write the cache in {folder}: {exc.strerror or exc}",
-                        hint="free some disk space or set data.root elsewhere") from exc
     return manifest
 
 
@@ -170,8 +186,7 @@ def read_cache(folder: Path, dataset: str, *, verify_checksums: bool = False) ->
         mean, std = _channel_stats(manifest, dataset)
         arrays = CifarArrays(
             dataset=dataset, **{f: loaded.get(f) for f in _array_fields("cifar100")},
-            class_names=[str(n) for n in manifest["class_names"]],
-            superclass_names=None if manifest["superclass_names"] is None else [str(n) for n in manifest["superclass_names"]],
+            class_names=manifest["class_names"], superclass_names=manifest["superclass_names"],
             mean=mean, std=std,
         )
         counts = (len(arrays.train_images), len(arrays.test_images))

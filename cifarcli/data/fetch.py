@@ -20,8 +20,9 @@ from typing import BinaryIO, TextIO
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from cifarcli import escape
 from cifarcli.errors import DataError, UsageError
-from cifarcli.fileio import file_digest, fsync_dir
+from cifarcli.fileio import file_digest, fsync_dir, make_folder, writing
 
 CHUNK_BYTES = 1 << 16
 USER_AGENT = "cifarcli (+https://www.cs.toronto.edu/~kriz/cifar.html)"
@@ -29,6 +30,8 @@ PLAIN_REPORT_EVERY_S = 5.0      # plain progress: a line at least this often ...
 PLAIN_REPORT_EVERY_PERCENT = 10  # ... and at every such step of the total
 REMOTE_SCHEMES = ("http", "https", "ftp")
 RETRYABLE_HTTP_CODES = (408, 425, 429)  # plus every 5xx
+DATA_ROOT_REMEDY = "set data.root to another folder"
+URL_HINT = "give a full address such as https://example.org/cifar-10-python.tar.gz, or a path to the archive"
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ class TransferProgress:
     """Progress of one transfer on stderr: a rich bar on a terminal, plain lines otherwise."""
 
     def __init__(self, label: str, *, enabled: bool = True, stream: TextIO | None = None) -> None:
-        self.label = label
+        self.label = escape.terminal(label)  # from the URL or path the user gave
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stderr
         self.total_bytes: int | None = None
@@ -65,8 +68,8 @@ class TransferProgress:
             return
         if self.stream.isatty():
             self._bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                TimeRemainingColumn(), console=Console(file=self.stream),
+                TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                TimeRemainingColumn(), console=Console(file=self.stream, markup=False),
             )
             self._bar.start()
             self._task = self._bar.add_task(self.label, total=total_bytes, completed=done_bytes)
@@ -142,7 +145,7 @@ def fetch_archive(
     local = local_source_path(source)
     if local is not None:
         _require_local_file(local)  # before creating anything: a typo in --source leaves no folder behind
-    destination.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(destination.parent, remedy=DATA_ROOT_REMEDY)
     part = partial_path(destination)
     if local is None:
         _download(source, part, timeout_s, retries, backoff_base_s, progress)
@@ -158,18 +161,31 @@ def partial_path(destination: Path) -> Path:
 
 
 def local_source_path(source: str) -> Path | None:
-    """The local file `source` names (a path or file:// URL), or None for a remote URL."""
-    parsed = urllib.parse.urlsplit(source)
+    """The local file `source` names (a path or file:// URL), or None for a well-formed remote URL.
+
+    A malformed URL (no host, a bad port, `[` without `]`, spaces) is bad usage, refused before
+    any attempt, never retried as a network failure.
+    """
+    shown = escape.value(source)
+    try:
+        parsed = urllib.parse.urlsplit(source)
+        parsed.port  # noqa: B018 - raises ValueError for a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        raise UsageError(f"source {shown}: not a valid URL ({exc})", hint=URL_HINT) from exc
     scheme = parsed.scheme.lower()
     if scheme in REMOTE_SCHEMES:
+        if not parsed.hostname:
+            raise UsageError(f"source {shown}: the URL names no host", hint=URL_HINT)
+        if any(ch.isspace() or not ch.isprintable() for ch in source):
+            raise UsageError(f"source {shown}: a URL cannot hold spaces or control characters", hint="percent-encode them (%20)")
         return None
     if scheme == "file":
         if parsed.netloc not in ("", "localhost"):
-            raise UsageError(f"source {source!r}: file:// URLs must name a local file (host {parsed.netloc!r} given)")
+            raise UsageError(f"source {shown}: file:// URLs must name a local file (host {escape.value(parsed.netloc)} given)")
         return Path(urllib.request.url2pathname(parsed.path))
     if scheme and len(scheme) > 1:  # one letter is a Windows drive, not a scheme
         raise UsageError(
-            f"source {source!r}: unsupported URL scheme {scheme!r}",
+            f"source {shown}: unsupported URL scheme {escape.value(scheme)}",
             hint="use an http(s):// or ftp:// mirror, a file:// URL or a plain path to the archive",
         )
     return Path(source).expanduser()
@@ -231,8 +247,8 @@ def _download(url: str, part: Path, timeout_s: float, retries: int, backoff_base
         if attempt + 1 < attempts:
             delay_s = retry_delay_s(attempt, backoff_base_s)
             if progress:
-                print(f"download of {url} failed ({reason}); retrying in {delay_s:.1f} s "
-                      f"(attempt {attempt + 2} of {attempts})", file=sys.stderr, flush=True)
+                print(escape.terminal(f"download of {url} failed ({reason}); retrying in {delay_s:.1f} s "
+                                      f"(attempt {attempt + 2} of {attempts})"), file=sys.stderr, flush=True)
             time.sleep(delay_s)
     raise DataError(
         f"could not download {url} after {attempts} attempt(s): {reason}",
@@ -289,7 +305,8 @@ def _verify_and_publish(part: Path, destination: Path, expected_md5: str | None,
             + (f" ({md5_origin})" if md5_origin else ""),
             hint=f"if you trust this file, pass --md5 {actual} (data.md5); or skip the check with --no-verify (data.verify=false)",
         )
-    os.replace(part, destination)
+    with writing(destination, remedy=DATA_ROOT_REMEDY):
+        os.replace(part, destination)
     fsync_dir(destination.parent)
     return actual
 
@@ -303,22 +320,16 @@ def _describe_failure(exc: BaseException) -> str:
 
 
 def _open_part(part: Path, mode: str) -> BinaryIO:
-    try:
+    with writing(part, remedy=DATA_ROOT_REMEDY):
         return open(part, mode)  # noqa: SIM115 - closed by the caller's `with`
-    except OSError as exc:
-        raise DataError(f"cannot write {part}: {exc.strerror or exc}", hint="check data.root is writable") from exc
 
 
 def _write_chunk(out: BinaryIO, chunk: bytes, part: Path) -> None:
-    try:
+    with writing(part, remedy=DATA_ROOT_REMEDY):
         out.write(chunk)
-    except OSError as exc:
-        raise DataError(f"cannot write {part}: {exc.strerror or exc}", hint="free some disk space or set data.root elsewhere") from exc
 
 
 def _sync(out: BinaryIO, part: Path) -> None:
-    try:
+    with writing(part, remedy=DATA_ROOT_REMEDY):
         out.flush()
         os.fsync(out.fileno())
-    except OSError as exc:
-        raise DataError(f"cannot write {part}: {exc.strerror or exc}", hint="free some disk space or set data.root elsewhere") from exc

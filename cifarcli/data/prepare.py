@@ -7,15 +7,14 @@ kind of cache.
 
 from __future__ import annotations
 
-import hashlib
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cifarcli import escape
 from cifarcli.config import CIFAR_IMAGE_SIZE, CUSTOM_DATASET_NAMES, DataConfig
 from cifarcli.data import custom
 from cifarcli.data.archive import SafeTarReader
@@ -26,7 +25,7 @@ from cifarcli.data.safe_pickle import load_batch
 from cifarcli.data.sources import DatasetSource, get_source
 from cifarcli.data.stats import dataset_stats
 from cifarcli.errors import DataError
-from cifarcli.fileio import exclusive_lock
+from cifarcli.fileio import exclusive_lock, lock_file_for
 
 DOWNLOAD_BACKOFF_BASE_S = 1.0  # first wait between download attempts; doubles each time
 
@@ -68,7 +67,7 @@ def prepare_dataset(cfg: DataConfig, *, force: bool = False, progress: bool = Tr
     """
     custom_data = cfg.dataset in CUSTOM_DATASET_NAMES
     name = custom.custom_cache_folder(cfg).name if custom_data else cfg.dataset
-    with exclusive_lock(_lock_path(Path(cfg.root), name)):
+    with exclusive_lock(lock_file_for(Path(cfg.root), name)):  # outside the root: failing early leaves it untouched
         if custom_data:
             return _prepare_custom(cfg, force=force, progress=progress)
         return _prepare(cfg, force=force, progress=progress)
@@ -83,12 +82,6 @@ def _prepare_custom(cfg: DataConfig, *, force: bool, progress: bool) -> PrepareR
         arrays = custom.convert(cfg, say, warn=_sayer(True))  # skipped files are said even when quiet
     folder = custom.custom_cache_folder(cfg)
     return _result(cfg.dataset, action, folder, Path(str(cfg.path)), read_manifest(folder), arrays)
-
-
-def _lock_path(root: Path, dataset: str) -> Path:
-    """A lock file outside the data root, so that failing early leaves the root untouched."""
-    key = hashlib.sha256(str(root.resolve()).encode("utf-8")).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"cifar-{dataset}-{key}.lock"
 
 
 def _prepare(cfg: DataConfig, *, force: bool, progress: bool) -> PrepareResult:
@@ -220,10 +213,10 @@ def _labels(batch: dict[bytes, Any], key: bytes, count: int, num_classes: int, w
     raw = batch.get(key)
     if not isinstance(raw, (list, np.ndarray)):
         raise DataError(f"{where}: missing label list {key!r}")
-    try:
-        labels = np.asarray(raw)
-    except ValueError as exc:
-        raise DataError(f"{where}: {key!r} is not a list of integers") from exc
+    # Checked before any conversion: np.asarray of a list of lists would copy every shared reference.
+    if isinstance(raw, list) and (len(raw) != count or not all(type(v) is int for v in raw)):
+        raise DataError(f"{where}: {key!r} must be a list of {count} integers, one per image")
+    labels = np.asarray(raw)
     if labels.shape != (count,) or (count and labels.dtype.kind not in "iu"):
         raise DataError(f"{where}: {key!r} must hold {count} integer labels, found {labels.dtype} {labels.shape}")
     labels = labels.astype(np.int64)
@@ -239,7 +232,9 @@ def _names(meta: dict[bytes, Any], key: bytes, expected_count: int, where: str) 
     if len(raw) != expected_count:
         raise DataError(f"{where}: {key!r} lists {len(raw)} names, expected {expected_count}",
                         hint="is it the archive of the chosen data set? check --dataset")
-    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in raw]
+    # Text that is not valid Unicode (a lone surrogate from a Python 3 pickle) could not be written
+    # to the cache's JSON, a CSV or a figure: it becomes U+FFFD, as undecodable bytes do.
+    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else n.encode("utf-8", "surrogatepass").decode("utf-8", "replace") for n in raw]
 
 
 def _result(dataset: str, action: str, folder: Path, archive: Path, manifest: dict[str, Any],
@@ -259,7 +254,7 @@ def _result(dataset: str, action: str, folder: Path, archive: Path, manifest: di
 
 def _say(enabled: bool, line: str) -> None:
     if enabled:
-        print(line, file=sys.stderr, flush=True)
+        print(escape.terminal(line), file=sys.stderr, flush=True)
 
 
 def _sayer(enabled: bool) -> custom.Say:

@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from cifarcli.errors import CheckpointError, RunError
+from cifarcli import escape, records
+from cifarcli.errors import CheckpointError, StorageError
 from cifarcli.fileio import write_atomic
 from cifarcli.torchutil import load_tensor_file
 
@@ -34,17 +35,47 @@ def copy_checkpoint(source: Path, target: Path) -> None:
 
 
 def _write(path: Path, data: bytes) -> None:
+    existed = path.is_file()
     try:
         write_atomic(path, data)
-    except OSError as exc:
-        raise RunError(
-            f"cannot write checkpoint {path}: {exc.strerror or exc}",
-            hint="free disk space or make the run folder writable; the previous checkpoint is intact",
-        ) from exc
+    except StorageError as exc:  # the write is atomic: a checkpoint that was there is still there
+        raise exc.with_hint("the previous checkpoint is intact") if existed else exc
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint safely (weights only) or raise CheckpointError naming the file and the fix."""
+def _tensors(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
+def _ema(value: Any) -> bool:
+    return value is None or (isinstance(value, dict) and _tensors(value.get("module")) and records.whole(value.get("updates")))
+
+
+def _optimizer(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("state"), dict) and records.records(value.get("param_groups"))
+
+
+def _rng(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("torch"), torch.Tensor) and value["torch"].dtype == torch.uint8
+
+
+# What every reader uses (evaluate, report, visualize-filters), then what --resume needs on top.
+# `cifar train` always writes num_classes and class_names; a checkpoint of the engine alone may lack them.
+MODEL_FIELDS: dict[str, records.Check] = {
+    "format_version": records.whole, "model": _tensors, "epoch": records.whole, "config": records.mapping,
+    "num_classes": records.positive, "class_names": records.texts, "ema": _ema,
+}  # fmt: skip
+RESUME_FIELDS: dict[str, records.Check] = {
+    "optimizer": _optimizer, "scheduler": records.mapping, "scaler": records.mapping, "batch_in_epoch": records.whole,
+    "epoch_totals": records.optional(records.mapping), "global_step": records.whole,
+    "best_val_accuracy": records.number, "history": records.records, "rng": _rng,
+}  # fmt: skip
+
+
+def load_checkpoint(path: Path, for_resume: bool = False) -> dict[str, Any]:
+    """Load a checkpoint safely (weights only) and check every entry a reader uses, or raise CheckpointError.
+
+    `for_resume` also checks the optimizer, scheduler, scaler, counters and RNG states.
+    """
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}", hint="pass a run folder or a .pt file written by `cifar train`")
     state = load_tensor_file(
@@ -58,7 +89,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             hint="pass a checkpoint written by `cifar train`",
         )
     if state["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint format {state['format_version']}, this cifar reads {FORMAT_VERSION}")
+        raise CheckpointError(f"{path} has checkpoint format {escape.value(state['format_version'], 40)}, this cifar reads {FORMAT_VERSION}")
+    fields = {**MODEL_FIELDS, **(RESUME_FIELDS if for_resume else {})}
+    problem = records.first_problem(state, fields, may_lack=("num_classes", "class_names", "ema"))
+    if problem is None and "class_names" in state and "num_classes" in state and len(state["class_names"]) != state["num_classes"]:
+        problem = f"it names {len(state['class_names'])} classes but has num_classes {state['num_classes']}"
+    if problem is not None:
+        raise CheckpointError(f"{path} is damaged: {problem}",
+                              hint="use the other checkpoint of the run (last.pt / best.pt) or re-run `cifar train`")  # fmt: skip
     return state
 
 

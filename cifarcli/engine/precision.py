@@ -46,6 +46,14 @@ def autocast_dtype(device: torch.device, amp: str, amp_on_cpu: bool) -> torch.dt
     return None
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether this GPU computes in bf16 natively (compute capability 8.0+, or ROCm), not by slow emulation.
+
+    The same test as `torch.cuda.is_bf16_supported(including_emulation=False)`, which needs torch 2.4.
+    """
+    return torch.version.hip is not None or torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def make_autocast(device: torch.device, amp: str, amp_on_cpu: bool) -> Callable[[], ContextManager[object]]:
     """A zero-argument factory of the autocast context for each forward pass (checked once, here).
 
@@ -54,7 +62,7 @@ def make_autocast(device: torch.device, amp: str, amp_on_cpu: bool) -> Callable[
     dtype = autocast_dtype(device, amp, amp_on_cpu)
     if dtype is None:
         return contextlib.nullcontext
-    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+    if dtype == torch.bfloat16 and device.type == "cuda" and not native_bf16(device):
         raise UsageError(
             f"train.amp: bf16 is not supported natively by this GPU ({torch.cuda.get_device_name(device)})",
             hint="use --set train.amp=fp16 (or train.amp=off)",

@@ -10,6 +10,7 @@ import torch
 
 from cifarcli.engine.loop import TrainState
 from cifarcli.engine.trainer import TrainCallbacks
+from cifarcli.fileio import make_folder
 
 
 class TensorBoardLogger(TrainCallbacks):
@@ -18,6 +19,7 @@ class TensorBoardLogger(TrainCallbacks):
     def __init__(self, log_dir: Path, log_every_steps: int) -> None:
         from torch.utils.tensorboard import SummaryWriter  # imported late: it pulls in tensorboard
 
+        make_folder(log_dir, remedy="set run.tensorboard: false")  # one clear line if a file is in the way
         self.writer = SummaryWriter(log_dir=str(log_dir))
         self.log_every_steps = log_every_steps
 

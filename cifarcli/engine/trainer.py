@@ -16,7 +16,8 @@ from torch import nn
 
 from cifarcli.engine.checkpoint import capture_rng_state, copy_checkpoint, restore_rng_state, save_checkpoint
 from cifarcli.engine.loop import Batches, EpochStats, EpochTotals, Predictions, StepSettings, TrainState, predict, train_one_epoch
-from cifarcli.errors import Interrupted, RunError
+from cifarcli import escape
+from cifarcli.errors import CheckpointError, Interrupted, StorageError
 from cifarcli.fileio import write_csv
 
 METRIC_COLUMNS = [
@@ -112,8 +113,26 @@ def checkpoint_state(state: TrainState, extra: dict[str, Any]) -> dict[str, Any]
     }
 
 
-def restore_train_state(state: TrainState, saved: dict[str, Any]) -> None:
-    """Put a checkpoint's model, optimizer, scheduler, scaler, EMA, counters and RNG into `state`."""
+def restore_train_state(state: TrainState, saved: dict[str, Any], source: Path) -> None:
+    """Put a checkpoint's model, optimizer, scheduler, scaler, EMA, counters and RNG into `state`.
+
+    `saved` comes from `load_checkpoint(source, for_resume=True)`; state that does not fit the
+    model and optimizer built from its config is a CheckpointError naming `source`.
+    """
+    try:
+        _restore(state, saved)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        detail = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise CheckpointError(f"{source} does not fit the model and optimizer of its own config ({escape.clip(detail)})",
+                              hint="the checkpoint is damaged or from another run; start a new run with `cifar train`") from exc  # fmt: skip
+
+
+def _restore(state: TrainState, saved: dict[str, Any]) -> None:
+    # LambdaLR.load_state_dict copies whatever it is given into the scheduler: check it is a state of this kind.
+    if set(saved["scheduler"]) != set(state.scheduler.state_dict()) or not isinstance(saved["scheduler"].get("last_epoch"), int):
+        raise KeyError("the scheduler state is of another kind")
+    for row in saved.get("history", []):  # every metrics column present and a number, as metrics.csv is rewritten from it
+        [float(row[column]) for column in METRIC_COLUMNS]
     state.model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
     state.scheduler.load_state_dict(saved["scheduler"])
@@ -193,7 +212,7 @@ def fit(
             state.batch_in_epoch = 0
             state.epoch = epoch + 1
             row, is_best = _finish_epoch(state, stats, val_loader, settings)
-            _write_metrics(files.metrics_csv, state.history)
+            _write_metrics(files, state.history)
             if is_best:  # best.pt first: a kill before last.pt replays this epoch, which writes both again
                 save_checkpoint(best, checkpoint_state(state, checkpoint_extra))
                 copy_checkpoint(best, last)
@@ -232,15 +251,12 @@ def _finish_epoch(
     return row, is_best
 
 
-def _write_metrics(path: Path, history: list[dict[str, float]]) -> None:
-    """Rewrite metrics.csv from the history; a full disk is a RunError, like a failed checkpoint write."""
+def _write_metrics(files: RunFiles, history: list[dict[str, float]]) -> None:
+    """Rewrite metrics.csv from the history; the hint says a checkpoint is intact only when there is one."""
     try:
-        write_csv(path, METRIC_COLUMNS, ([row[c] for c in METRIC_COLUMNS] for row in history))
-    except OSError as exc:
-        raise RunError(
-            f"cannot write {path}: {exc.strerror or exc}",
-            hint="free disk space or make the run folder writable; the previous checkpoint is intact",
-        ) from exc
+        write_csv(files.metrics_csv, METRIC_COLUMNS, ([row[c] for c in METRIC_COLUMNS] for row in history))
+    except StorageError as exc:
+        raise exc.with_hint("the previous checkpoint is intact") if files.last_checkpoint.is_file() else exc
 
 
 def _or_nan(predictions: Optional[Predictions], attribute: str) -> float:

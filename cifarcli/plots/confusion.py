@@ -7,6 +7,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from cifarcli import escape
 from cifarcli.plots.figures import new_figure, save_figure
 
 ANNOTATE_MAX_CLASSES = 20  # up to this many classes every cell shows its share as text
@@ -45,7 +46,7 @@ def _draw_groups(ax, groups: Sequence[str], n: int, font: float) -> None:
         ax.axvline(first - 0.5, color="0.55", linewidth=0.6)
     top = ax.secondary_xaxis("top")
     top.set_xticks([(first + last) / 2 for _, first, last in spans])
-    top.set_xticklabels([name for name, _, _ in spans], rotation=90, fontsize=font)
+    top.set_xticklabels([escape.plot(name) for name, _, _ in spans], rotation=90, fontsize=font)
     top.tick_params(length=0)
     ax.set_xlim(-0.5, n - 0.5)
 
@@ -77,11 +78,12 @@ def plot_confusion_matrix(
     cbar.set_label("share of the true class")
     ax.set_xticks(range(n))
     ax.set_yticks(range(n))
-    ax.set_xticklabels(class_names, rotation=90, fontsize=font)
-    ax.set_yticklabels(class_names, fontsize=font)
+    labels = [escape.plot(name) for name in class_names]
+    ax.set_xticklabels(labels, rotation=90, fontsize=font)
+    ax.set_yticklabels(labels, fontsize=font)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title, fontsize=14 if n > ANNOTATE_MAX_CLASSES else 12)
+    ax.set_title(escape.plot(title), fontsize=14 if n > ANNOTATE_MAX_CLASSES else 12)
     if groups is not None:
         _draw_groups(ax, groups, n, font + 1)
     if n <= ANNOTATE_MAX_CLASSES:

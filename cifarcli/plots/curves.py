@@ -8,6 +8,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from cifarcli import escape
 from cifarcli.plots.figures import new_figure, save_figure
 
 # (metrics.csv column prefix, legend label, line style); a series that is all NaN is left out.
@@ -41,7 +42,7 @@ def plot_training_curves(metrics: Mapping[str, np.ndarray], path: Path, title: s
         if ax.lines:
             ax.legend()
     acc_ax.set_ylim(bottom=0.0, top=100.0)
-    fig.suptitle(title)
+    fig.suptitle(escape.plot(title))
     return save_figure(fig, path)
 
 
@@ -57,7 +58,7 @@ def plot_lr_schedule(lr_per_step: Sequence[float], steps_per_epoch: int, path: P
         ax.annotate(f"peak {lrs[peak]:.3g}", (epochs[peak], lrs[peak]), textcoords="offset points", xytext=(6, -12))
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
-    ax.set_title(title)
+    ax.set_title(escape.plot(title))
     ax.set_ylim(bottom=0.0)
     ax.grid(alpha=0.3)
     ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))

@@ -8,6 +8,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # never opens a window; works on headless machines
+# Text is drawn as written: class names and run names come from files and the user, and a
+# `$...$` in one must not be parsed as mathtext (an unknown command would fail the figure).
+# Control characters are escaped by `escape.plot` where such text enters a figure.
+matplotlib.rcParams["text.parse_math"] = False
 
 import matplotlib.pyplot as plt  # noqa: E402
 

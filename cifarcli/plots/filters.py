@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cifarcli import escape
 from cifarcli.plots.figures import new_figure, save_figure
 
 GAP_PX = 1  # blank pixels between tiles of a mosaic
@@ -116,7 +117,7 @@ def plot_filters(weights: np.ndarray, path: Path, layer_name: str) -> Path:
     _label_grid(ax, grid, "filter")
     kh, kw = np.asarray(weights).shape[2:]
     colour = "RGB" if np.asarray(weights).shape[1] == 3 else "grey: mean over input channels"
-    ax.set_title(f"{layer_name}: {grid.count} filters, {kh}x{kw} ({colour})\neach filter scaled to its own [0, 1] range", fontsize=10)
+    ax.set_title(f"{escape.plot(layer_name)}: {grid.count} filters, {kh}x{kw} ({colour})\neach filter scaled to its own [0, 1] range", fontsize=10)
     return save_figure(fig, path)
 
 
@@ -137,12 +138,12 @@ def plot_feature_maps(
     picture = None
     for (image_ax, maps_ax), image, grid, caption in zip(axes, images, grids, captions):
         image_ax.imshow(image, interpolation="nearest")
-        image_ax.set_title(f"test #{caption.test_index}\ntrue: {caption.true_name}", fontsize=9)
+        image_ax.set_title(f"test #{caption.test_index}\ntrue: {escape.plot(caption.true_name)}", fontsize=9)
         image_ax.axis("off")
         picture = maps_ax.imshow(np.ma.masked_invalid(grid.image), cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
         maps_ax.set_title(f"channels 0-{shown - 1} of {channels}, {grid.tile_height_px}x{grid.tile_width_px} each", fontsize=9)
         _label_grid(maps_ax, grid, "channel")
-    fig.suptitle(f"Feature maps: output of {layer_name} (each map scaled to its own range)", fontsize=11)
+    fig.suptitle(f"Feature maps: output of {escape.plot(layer_name)} (each map scaled to its own range)", fontsize=11)
     if picture is not None:
         fig.colorbar(picture, ax=axes[:, 1].tolist(), shrink=min(0.9, 3.0 / count), label="activation (scaled per map)")
     return save_figure(fig, path)
@@ -162,15 +163,15 @@ def plot_gradcam(images: np.ndarray, heatmaps: np.ndarray, captions: list[ImageC
     for i, (image, heatmap, caption) in enumerate(zip(images, heatmaps, captions)):
         image_ax, cam_ax = axes[2 * (i // cols), i % cols], axes[2 * (i // cols) + 1, i % cols]
         image_ax.imshow(image, interpolation="nearest")
-        image_ax.set_title(f"test #{caption.test_index}\ntrue: {caption.true_name}", fontsize=8)
+        image_ax.set_title(f"test #{caption.test_index}\ntrue: {escape.plot(caption.true_name)}", fontsize=8)
         cam_ax.imshow(image, interpolation="nearest")
         overlay = cam_ax.imshow(heatmap, cmap="jet", alpha=HEATMAP_ALPHA, vmin=0.0, vmax=1.0, interpolation="bilinear")
         verdict = "right" if caption.correct else "wrong"
         cam_ax.set_title(
-            f"pred: {caption.predicted_name}\n{caption.confidence:.0%} ({verdict})",
+            f"pred: {escape.plot(caption.predicted_name)}\n{caption.confidence:.0%} ({verdict})",
             fontsize=8, color="tab:green" if caption.correct else "tab:red",
         )  # fmt: skip
-    fig.suptitle(f"Grad-CAM of {layer_name} for the predicted class\n(top: test image, below: heatmap over it)", fontsize=11)
+    fig.suptitle(f"Grad-CAM of {escape.plot(layer_name)} for the predicted class\n(top: test image, below: heatmap over it)", fontsize=11)
     if overlay is not None:
         fig.colorbar(overlay, ax=axes.ravel().tolist(), shrink=0.8, label="relevance (1 = the image's maximum)")
     return save_figure(fig, path)

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
+from cifarcli import escape
 from cifarcli.plots.figures import new_figure, save_figure
 
 IMAGE_SIDE_IN = 1.5  # drawn width of one picture, inches
@@ -27,7 +28,7 @@ def _as_displayable(image: np.ndarray) -> np.ndarray:
 def _suptitle(fig, title: str, width_in: float, fontsize: float = 12.0) -> None:
     """A figure title wrapped to the figure's width (about 0.55 em per character)."""
     chars = max(20, int(width_in * 72 / (0.55 * fontsize)))
-    fig.suptitle("\n".join(textwrap.fill(line, chars) for line in title.splitlines()), fontsize=fontsize)
+    fig.suptitle("\n".join(textwrap.fill(line, chars) for line in escape.plot(title).splitlines()), fontsize=fontsize)
 
 
 def _hide_frame(ax) -> None:
@@ -57,7 +58,7 @@ def plot_image_grid(images: np.ndarray, captions: Sequence[str], path: Path, tit
     flat = np.atleast_1d(axes).ravel()
     for ax, image, caption in zip(flat, images, captions):
         ax.imshow(_as_displayable(image), interpolation=INTERPOLATION)
-        ax.set_title(caption, fontsize=9)
+        ax.set_title(escape.plot(caption), fontsize=9)
     for ax in flat:
         _hide_frame(ax)
     _suptitle(fig, title, width_in)
@@ -86,7 +87,7 @@ def plot_augmentation_rows(
                 ax.imshow(_as_displayable(image), interpolation=INTERPOLATION)
                 if r == 0:
                     ax.set_title(kind, fontsize=9)
-        grid[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=10)
+        grid[r, 0].set_ylabel(escape.plot(label), rotation=0, ha="right", va="center", fontsize=10)
     for ax in grid.ravel():
         _hide_frame(ax)
     _suptitle(fig, title, width_in)

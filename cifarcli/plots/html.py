@@ -1,16 +1,16 @@
 """The report page: one self-contained HTML file (figures embedded as data URIs, no server, no network).
 
 Every string that comes from a file (class names, the config, captions) goes through
-`html.escape`; the page references nothing outside itself.
+`escape.html`; the page references nothing outside itself.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cifarcli import escape
 from cifarcli.fileio import write_text_atomic
 
 _STYLE = """
@@ -61,8 +61,7 @@ def png_data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def _e(text: object) -> str:
-    return html.escape(str(text), quote=True)
+_e = escape.html
 
 
 def _table_html(table: Table) -> str:

@@ -7,6 +7,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
+from cifarcli import escape
 from cifarcli.plots.figures import new_figure, save_figure
 
 SUGGESTION_COLOURS = ("tab:red", "tab:green", "tab:purple", "tab:brown")
@@ -62,9 +63,9 @@ def plot_lr_find(
     ax.set_ylabel("training loss")
     ax.ticklabel_format(axis="y", useOffset=False)
     if note:
-        ax.text(0.5, 0.5, note, transform=ax.transAxes, ha="center", va="center", wrap=True,
+        ax.text(0.5, 0.5, escape.plot(note), transform=ax.transAxes, ha="center", va="center", wrap=True,
                 bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "tab:gray"})  # fmt: skip
-    ax.set_title(title)
+    ax.set_title(escape.plot(title))
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(loc="lower left", fontsize=9)  # an LR-find curve is high on the left, low in the middle
     return save_figure(fig, path)

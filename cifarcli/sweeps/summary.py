@@ -6,8 +6,6 @@ it needs neither Optuna nor the trials' folders, which may live on other machine
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +13,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from cifarcli.fileio import write_text_atomic
+from cifarcli.fileio import write_csv
 from cifarcli.sweeps.spec import format_value
 
 SUMMARY_FILE = "summary.csv"
@@ -71,16 +69,8 @@ def summary_rows(records: list[TrialRecord], setting_keys: list[str]) -> list[li
 
 def write_summary_csv(folder: Path, records: list[TrialRecord], setting_keys: list[str]) -> Path:
     """summary.csv: trial, its settings, final and best validation accuracy, test accuracy, seconds, epochs, state, error."""
-    return write_table_csv(folder / SUMMARY_FILE, summary_header(setting_keys), summary_rows(records, setting_keys))
-
-
-def write_table_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
-    """A whole CSV file, written atomically by csv.writer (which quotes commas, quotes and newlines in a cell)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_text_atomic(path, buffer.getvalue())
+    path = folder / SUMMARY_FILE
+    write_csv(path, summary_header(setting_keys), summary_rows(records, setting_keys))
     return path
 
 
