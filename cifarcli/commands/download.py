@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 import typer
 
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_config
-from cifarcli.data.prepare import prepare_dataset
 
 
 DatasetFlag = Annotated[
@@ -43,6 +42,8 @@ def download(
 
     Offline: cifar download --source ~/Downloads/cifar-10-python.tar.gz
     """
+    from cifarcli.data.prepare import prepare_dataset
+
     flags = {"data.dataset": dataset, "data.source": source, "data.md5": md5, "data.verify": False if no_verify else None}
     cfg = resolve_config(config, overrides, print_config, flags)
     result = prepare_dataset(cfg.data, force=force)

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from cifarcli import runs
-from cifarcli.commands import compose
-from cifarcli.commands.evaluation import evaluate_split, print_summary, write_evaluation
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_trained_run
-from cifarcli.commands.progress import make_console
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def evaluate(
@@ -28,10 +26,16 @@ def evaluate(
 
     Example: cifar evaluate runs/20261121-093000-resnet9-cifar10 --set eval.tta_flip=true
     """
+    from rich.console import Console
+
+    from cifarcli.commands import compose
+    from cifarcli.commands.evaluation import evaluate_split, print_summary, write_evaluation
+    from cifarcli.commands.progress import make_console
+
     trained = resolve_trained_run(target, config, overrides, print_config, ema)
     path, checkpoint, cfg = trained.path, trained.checkpoint, trained.cfg
     device = compose.device_for(cfg)
-    data = compose.build_data(cfg, device, progress=not quiet)
+    data = compose.build_eval_data(cfg, device, progress=not quiet)
     run = compose.load_trained_model(path, cfg, device, use_ema=ema, checkpoint=checkpoint)
     with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
         summary, matrix, rows = evaluate_split(run, data, cfg.eval)
@@ -48,6 +52,8 @@ def evaluate(
 
 
 def _per_class_table(summary: dict) -> Table:
+    from rich.table import Table
+
     table = Table(title="per class", title_justify="left")
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")

@@ -8,28 +8,21 @@ import numpy as np
 from rich.console import Console
 
 from cifarcli import fileio, runs
-from cifarcli.commands.compose import DataBundle, LoadedRun, run_predictions
+from cifarcli.commands.compose import EvalData, LoadedRun, run_predictions
 from cifarcli.commands.progress import metrics_table
 from cifarcli.config import EvalConfig
-from cifarcli.errors import UsageError
 from cifarcli.metrics import evaluation_summary
 
 PREDICTION_COLUMNS = ["index", "true", "predicted", "confidence", "true_probability"]
 
 
-def evaluate_split(run: LoadedRun, data: DataBundle, settings: EvalConfig) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Score `settings.split` ("test" or "val"); returns the summary, confusion matrix and prediction rows.
+def evaluate_split(run: LoadedRun, data: EvalData, settings: EvalConfig) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Score the split of `data`; returns the summary, confusion matrix and prediction rows.
 
     Prediction rows index into the split: the test set, or the training set for "val".
     """
-    split, tta_flip = settings.split, settings.tta_flip
-    if split == "val":
-        if data.val is None:
-            raise UsageError("eval.split is val but data.val_fraction is 0, so there is no validation split", hint="use --set eval.split=test")
-        loader, indices = data.val, data.val_indices
-    else:
-        loader, indices = data.test, np.arange(len(data.labels.test))
-    predictions = run_predictions(run, loader, tta_flip)
+    split, tta_flip, indices = data.split, settings.tta_flip, data.indices
+    predictions = run_predictions(run, data.loader, tta_flip)
     summary, matrix = evaluation_summary(
         predictions.probabilities, predictions.targets, data.labels.class_names, predictions.loss,
         data.labels.fine_to_coarse if settings.superclass else None, data.labels.superclass_names,

@@ -1,26 +1,22 @@
-"""The options every subcommand shares, and the one function that turns them into a config."""
+"""The options every subcommand shares, and the one function that turns them into a config.
+
+Only typer is imported at the top: the command modules import these option types while
+`cifar --help` is being built, so the config schema (pydantic) and torch load on first use.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from cifarcli.config import (
-    ExperimentConfig,
-    config_to_yaml,
-    config_with,
-    load_config,
-    parse_override,
-    read_yaml_mapping,
-    resolve_config_path,
-    validate_config,
-)
 from cifarcli import runs
-from cifarcli.engine.checkpoint import load_checkpoint
 from cifarcli.errors import CheckpointError, ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from cifarcli.config import ExperimentConfig
 
 ConfigOption = Annotated[
     Optional[Path],
@@ -53,6 +49,8 @@ def resolve_config(
 
     With --print-config, print the result and exit 0.
     """
+    from cifarcli.config import config_with, load_config
+
     cfg = load_config(config, overrides or [])
     changes = {key: value for key, value in (flags or {}).items() if value is not None}
     if changes:
@@ -63,6 +61,8 @@ def resolve_config(
 
 def print_config_and_exit(cfg: ExperimentConfig, print_config: bool) -> None:
     """For --print-config: print the resolved config as YAML and exit 0 (no-op otherwise)."""
+    from cifarcli.config import config_to_yaml
+
     if print_config:
         typer.echo(config_to_yaml(cfg), nl=False)
         raise typer.Exit(0)
@@ -71,7 +71,7 @@ def print_config_and_exit(cfg: ExperimentConfig, print_config: bool) -> None:
 # Settings that change how a trained model is scored or shown, never what was trained.
 EVALUATION_SETTINGS = (
     "eval.", "report.", "visualize.", "data.eval_batch_size", "data.device", "data.root",
-    "data.source", "data.md5", "data.verify", "train.amp", "train.amp_on_cpu",
+    "data.source", "data.md5", "data.verify", "train.amp",
 )  # fmt: skip
 
 
@@ -98,6 +98,8 @@ def resolve_saved_config(
     From a `-c` file only the evaluation settings are read; a `--set` of anything else is an
     error, because it would describe a model other than the one in the checkpoint.
     """
+    from cifarcli.config import config_with, parse_override, read_yaml_mapping, resolve_config_path
+
     changes: dict[str, Any] = {}
     if config is not None:
         tree = read_yaml_mapping(resolve_config_path(config))
@@ -129,10 +131,13 @@ def resolve_trained_run(
     target: Path, config: Path | None, overrides: list[str] | None, print_config: bool, ema: bool = False
 ) -> TrainedRun:
     """Find and load the checkpoint of a run folder (or file), and resolve its evaluation settings."""
+    from cifarcli.config import validate_saved_config
+    from cifarcli.engine.checkpoint import load_checkpoint
+
     path = runs.find_checkpoint(target)
     checkpoint = load_checkpoint(path)
     try:
-        saved = validate_config(checkpoint["config"])
+        saved = validate_saved_config(checkpoint["config"])
     except ConfigError as exc:
         raise CheckpointError(f"{path} holds a config this cifar cannot read: {exc.message}") from exc
     cfg = resolve_saved_config(saved, config, overrides, print_config)

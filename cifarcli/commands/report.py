@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cifarcli import fileio, runs
-from cifarcli.commands import compose
-from cifarcli.commands.evaluation import evaluate_split, write_evaluation
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_trained_run
-from cifarcli.commands.progress import make_console
-from cifarcli.commands.report_pages import write_report
-from cifarcli.config import ExperimentConfig
-from cifarcli.data.cache import CifarArrays
-from cifarcli.data.prepare import load_dataset
 from cifarcli.errors import UsageError
+
+if TYPE_CHECKING:
+    from cifarcli.commands.compose import LabelSet
+    from cifarcli.config import ExperimentConfig
+    from cifarcli.data.cache import CifarArrays
 
 
 def report(
@@ -30,6 +28,11 @@ def report(
 
     Example: cifar report runs/20261121-093000-resnet9-cifar10
     """
+    from cifarcli.commands import compose
+    from cifarcli.commands.progress import make_console
+    from cifarcli.commands.report_pages import write_report
+    from cifarcli.data.prepare import load_dataset
+
     _check_is_run_folder(run_dir)
     trained = resolve_trained_run(run_dir, config, overrides, print_config)
     checkpoint_path, checkpoint, cfg = trained.path, trained.checkpoint, trained.cfg
@@ -50,10 +53,13 @@ def report(
 
 def _score(
     cfg: ExperimentConfig, checkpoint_path: Path, checkpoint: dict[str, Any], quiet: bool
-) -> tuple[CifarArrays, compose.LabelSet, list[Path]]:
+) -> tuple[CifarArrays, LabelSet, list[Path]]:
     """Score the checkpoint exactly as `cifar evaluate` does and write its files into the run folder."""
+    from cifarcli.commands import compose
+    from cifarcli.commands.evaluation import evaluate_split, write_evaluation
+
     device = compose.device_for(cfg)
-    data = compose.build_data(cfg, device, progress=not quiet)
+    data = compose.build_eval_data(cfg, device, progress=not quiet)
     run = compose.load_trained_model(checkpoint_path, cfg, device, checkpoint=checkpoint)
     summary, matrix, rows = evaluate_split(run, data, cfg.eval)
     summary["ema"] = False

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.console import Console
 
-from cifarcli import fileio, runs
-from cifarcli.commands import compose
-from cifarcli.commands.evaluation import print_summary
+from cifarcli import runs
 from cifarcli.commands.lr_find import LrFromOption, config_with_lr_from
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, print_config_and_exit, resolve_config
-from cifarcli.commands.progress import TrainingDisplay, make_console
-from cifarcli.commands.training import train_and_score
-from cifarcli.config import ExperimentConfig, config_to_yaml, load_config
-from cifarcli.engine.checkpoint import load_checkpoint
-from cifarcli.engine.trainer import restore_train_state
 from cifarcli.errors import UsageError
-from cifarcli.models import render_summary
+
+if TYPE_CHECKING:
+    from cifarcli.config import ExperimentConfig
+
 
 def train(
     config: ConfigOption = None,
@@ -33,6 +28,8 @@ def train(
 
     Example: cifar train -c cifar100-resnet34 --set train.epochs=30
     """
+    from cifarcli.commands.progress import make_console
+
     console = make_console(quiet)
     if resume is not None:
         if config is not None or overrides or lr_from is not None:
@@ -44,6 +41,19 @@ def train(
         if lr_from is not None:
             cfg = config_with_lr_from(cfg, lr_from, console)
             print_config_and_exit(cfg, print_config)
+
+    # Imported once the config is known: --print-config and config errors answer without torch.
+    from rich.console import Console
+
+    from cifarcli import fileio
+    from cifarcli.commands import compose
+    from cifarcli.commands.evaluation import print_summary
+    from cifarcli.commands.progress import TrainingDisplay
+    from cifarcli.commands.training import train_and_score
+    from cifarcli.config import config_to_yaml
+    from cifarcli.engine.checkpoint import load_checkpoint
+    from cifarcli.engine.trainer import restore_train_state
+    from cifarcli.models import render_summary
 
     device = compose.device_for(cfg)
     data = compose.build_data(cfg, device, progress=not quiet)
@@ -58,6 +68,9 @@ def train(
         restore_train_state(state, load_checkpoint(runs.checkpoint_path(run_dir, runs.LAST_CHECKPOINT)))
         console.print(f"resuming at epoch {state.epoch + 1}, step {state.batch_in_epoch + 1}")
     console.print(f"run folder: {run_dir}")
+    facts = compose.precision_facts(cfg, device)
+    console.print(f"precision: {facts['precision']} ({facts['precision_reason']}); memory format: {facts['memory_format']}",
+                  markup=False, soft_wrap=True)  # fmt: skip
     if not quiet:
         console.print(render_summary(compose.summary_at_start(cfg, state)))
 
@@ -71,9 +84,11 @@ def train(
 
 
 def _resumed_config(run_dir: Path) -> ExperimentConfig:
+    from cifarcli.config import load_saved_config
+
     config_file = run_dir / runs.CONFIG_FILE
     if not config_file.is_file():
         raise UsageError(f"cannot resume {run_dir}: no {runs.CONFIG_FILE} there", hint="pass a folder created by `cifar train`")
     if not runs.checkpoint_path(run_dir, runs.LAST_CHECKPOINT).is_file():
         raise UsageError(f"cannot resume {run_dir}: it has no checkpoint yet", hint="start it again with `cifar train`")
-    return load_config(config_file)
+    return load_saved_config(config_file)
