@@ -7,7 +7,7 @@ Builds the model, optimizer, schedule, EMA and step settings exactly as `cifar t
 
     python benchmarks/profile_step.py                                  # resnet9, batch 512, the run's precision
     python benchmarks/profile_step.py --set train.amp=off --profile    # fp32, with the op table
-    python benchmarks/profile_step.py --model simple_cnn --batch-size 64 --steps 50 \\
+    python benchmarks/profile_step.py --model simple_cnn --batch-size 64 --steps 50 --profile --top 0 \\
         --set augment.mix.mixup_alpha=0.2 --set train.ema_decay=0.999    # per-step overheads dominate
 """
 
@@ -27,6 +27,8 @@ from cifarcli.data.stats import dataset_stats
 from cifarcli.engine.loop import train_one_epoch
 
 NUM_CLASSES = 10
+# Ops that copy a value to the host: on a GPU each one waits for the device to finish.
+HOST_READS = ("aten::_local_scalar_dense", "aten::item", "aten::is_nonzero")
 
 
 def synchronize(device: torch.device) -> None:
@@ -42,7 +44,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--profile", action="store_true", help="print torch.profiler's busiest ops")
+    parser.add_argument("--profile", action="store_true", help="count ops and host reads per step with torch.profiler")
+    parser.add_argument("--top", type=int, default=20, help="with --profile: print this many of the busiest ops (0: none)")
     args = parser.parse_args()
 
     sets = [f"model.name={args.model}", f"data.batch_size={args.batch_size}", f"data.device={args.device}", *args.overrides]
@@ -82,9 +85,11 @@ def main() -> None:
     if args.profile:
         events = prof.key_averages()
         calls = sum(e.count for e in events if e.key.startswith("aten::"))
-        print(f"aten op calls per step: {calls / args.steps:,.0f}")
-        sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
-        print(events.table(sort_by=sort_by, row_limit=20))
+        reads = sum(e.count for e in events if e.key in HOST_READS)
+        print(f"aten op calls per step: {calls / args.steps:,.1f}; host reads per step: {reads / args.steps:,.2f}")
+        if args.top:
+            sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+            print(events.table(sort_by=sort_by, row_limit=args.top))
 
 
 if __name__ == "__main__":

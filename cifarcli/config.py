@@ -181,6 +181,11 @@ class TrainConfig(Section):
     tensorboard_every_steps: int = Field(20, ge=1, le=100000, description="Write the per-step loss and LR to TensorBoard every this many steps.")
     progress_every_steps: int = Field(1, ge=1, le=100000, description="Refresh the progress bar (step, LR, speed) every this many steps; it reads nothing from the device.")
 
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads an unquoted `off` as false
+
     @model_validator(mode="after")
     def _one_clip(self) -> "TrainConfig":
         if self.grad_clip_norm is not None and self.grad_clip_value is not None:

@@ -25,13 +25,14 @@ from cifarcli.data.split import stratified_split
 from cifarcli.data.stats import dataset_stats
 from cifarcli.engine.checkpoint import load_checkpoint
 from cifarcli.engine.ema import ModelEMA
-from cifarcli.engine.loop import Predictions, StepSettings, TrainState, predict
+from cifarcli.engine.loop import StepSettings, TrainState
+from cifarcli.engine.predict import Predictions, predict
 from cifarcli.engine.trainer import RunFiles
 from cifarcli.engine.optim import build_optimizer
 from cifarcli.engine.precision import Precision, make_autocast, make_grad_scaler, resolve_device, resolve_precision
 from cifarcli.engine.reproducibility import configure_determinism, seed_everything
 from cifarcli.engine.schedules import build_scheduler
-from cifarcli.errors import CheckpointError, RunError, UsageError
+from cifarcli.errors import CheckpointError, RunError
 from cifarcli.models import ModelSummary, build_model, freeze_norm_stats, set_backbone_trainable, summarize_model
 
 
@@ -76,7 +77,7 @@ class DataBundle:
     test: DeviceLoader
 
 
-def _eval_loader(cfg: ExperimentConfig, images: Any, targets: np.ndarray, num_classes: int, device: torch.device) -> DeviceLoader:
+def eval_loader(cfg: ExperimentConfig, images: Any, targets: np.ndarray, num_classes: int, device: torch.device) -> DeviceLoader:
     """An evaluation loader (normalise only, in order) over `images` with the run's batch size and memory format."""
     mean, std = dataset_stats(cfg.data.dataset)
     return DeviceLoader(np.asarray(images), targets, batch_size=cfg.data.eval_batch_size, num_classes=num_classes,
@@ -95,47 +96,9 @@ def build_data(cfg: ExperimentConfig, device: torch.device, progress: bool = Tru
         shuffle=True, drop_last=cfg.data.drop_last, seed=cfg.train.seed, num_classes=labels.num_classes,
         mean=mean, std=std, device=device, channels_last=use_channels_last(cfg),
     )  # fmt: skip
-    val = _eval_loader(cfg, images[val_idx], labels.train[val_idx], labels.num_classes, device) if len(val_idx) else None
-    test = _eval_loader(cfg, arrays.test_images, labels.test, labels.num_classes, device)
+    val = eval_loader(cfg, images[val_idx], labels.train[val_idx], labels.num_classes, device) if len(val_idx) else None
+    test = eval_loader(cfg, arrays.test_images, labels.test, labels.num_classes, device)
     return DataBundle(arrays, labels, train_idx, val_idx, train, val, test)
-
-
-@dataclass(frozen=True)
-class EvalData:
-    """The one split a trained model is scored on, with the data set's arrays and labels."""
-
-    arrays: CifarArrays
-    labels: LabelSet
-    split: str  # "test" or "val"
-    loader: DeviceLoader
-    indices: np.ndarray  # each image's index: into the test set, or into the training set for "val"
-
-
-def _no_validation_split() -> UsageError:
-    return UsageError("eval.split is val but data.val_fraction is 0, so there is no validation split", hint="use --set eval.split=test")
-
-
-def build_eval_data(cfg: ExperimentConfig, device: torch.device, progress: bool = True) -> EvalData:
-    """Load the data set and build the loader of `cfg.eval.split` only: no training loader, no augmentation."""
-    arrays = load_dataset(cfg.data, progress=progress)
-    labels = select_labels(arrays, cfg.data.label_mode)
-    if cfg.eval.split == "test":
-        loader = _eval_loader(cfg, arrays.test_images, labels.test, labels.num_classes, device)
-        return EvalData(arrays, labels, "test", loader, np.arange(len(labels.test)))
-    _, val_idx = stratified_split(labels.train, cfg.data.val_fraction, cfg.data.split_seed)
-    if not len(val_idx):
-        raise _no_validation_split()
-    loader = _eval_loader(cfg, np.asarray(arrays.train_images)[val_idx], labels.train[val_idx], labels.num_classes, device)
-    return EvalData(arrays, labels, "val", loader, val_idx)
-
-
-def eval_data_of(data: DataBundle, split: str) -> EvalData:
-    """The `split` ("test" or "val") of a training run's data, as `build_eval_data` gives it."""
-    if split == "test":
-        return EvalData(data.arrays, data.labels, "test", data.test, np.arange(len(data.labels.test)))
-    if data.val is None:
-        raise _no_validation_split()
-    return EvalData(data.arrays, data.labels, "val", data.val, data.val_indices)
 
 
 def steps_per_epoch(cfg: ExperimentConfig, data: DataBundle) -> int:

@@ -29,13 +29,13 @@ def evaluate(
     from rich.console import Console
 
     from cifarcli.commands import compose
-    from cifarcli.commands.evaluation import evaluate_split, print_summary, write_evaluation
+    from cifarcli.commands.evaluation import build_eval_data, evaluate_split, print_summary, write_evaluation
     from cifarcli.commands.progress import make_console
 
     trained = resolve_trained_run(target, config, overrides, print_config, ema)
     path, checkpoint, cfg = trained.path, trained.checkpoint, trained.cfg
     device = compose.device_for(cfg)
-    data = compose.build_eval_data(cfg, device, progress=not quiet)
+    data = build_eval_data(cfg, device, progress=not quiet)
     run = compose.load_trained_model(path, cfg, device, use_ema=ema, checkpoint=checkpoint)
     with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
         summary, matrix, rows = evaluate_split(run, data, cfg.eval)

@@ -56,10 +56,10 @@ def _score(
 ) -> tuple[CifarArrays, LabelSet, list[Path]]:
     """Score the checkpoint exactly as `cifar evaluate` does and write its files into the run folder."""
     from cifarcli.commands import compose
-    from cifarcli.commands.evaluation import evaluate_split, write_evaluation
+    from cifarcli.commands.evaluation import build_eval_data, evaluate_split, write_evaluation
 
     device = compose.device_for(cfg)
-    data = compose.build_eval_data(cfg, device, progress=not quiet)
+    data = build_eval_data(cfg, device, progress=not quiet)
     run = compose.load_trained_model(checkpoint_path, cfg, device, checkpoint=checkpoint)
     summary, matrix, rows = evaluate_split(run, data, cfg.eval)
     summary["ema"] = False

@@ -28,9 +28,6 @@ def train(
 
     Example: cifar train -c cifar100-resnet34 --set train.epochs=30
     """
-    from cifarcli.commands.progress import make_console
-
-    console = make_console(quiet)
     if resume is not None:
         if config is not None or overrides or lr_from is not None:
             raise UsageError("--resume continues a run with its own config; drop --config/--set/--lr-from",
@@ -39,7 +36,9 @@ def train(
     else:
         cfg = resolve_config(config, overrides, print_config and lr_from is None)
         if lr_from is not None:
-            cfg = config_with_lr_from(cfg, lr_from, console)
+            from cifarcli.commands.progress import make_console
+
+            cfg = config_with_lr_from(cfg, lr_from, make_console(quiet))
             print_config_and_exit(cfg, print_config)
 
     # Imported once the config is known: --print-config and config errors answer without torch.
@@ -48,13 +47,14 @@ def train(
     from cifarcli import fileio
     from cifarcli.commands import compose
     from cifarcli.commands.evaluation import print_summary
-    from cifarcli.commands.progress import TrainingDisplay
+    from cifarcli.commands.progress import TrainingDisplay, make_console
     from cifarcli.commands.training import train_and_score
     from cifarcli.config import config_to_yaml
     from cifarcli.engine.checkpoint import load_checkpoint
     from cifarcli.engine.trainer import restore_train_state
     from cifarcli.models import render_summary
 
+    console = make_console(quiet)
     device = compose.device_for(cfg)
     data = compose.build_data(cfg, device, progress=not quiet)
     model = compose.prepare_model(cfg, data.labels.num_classes, device)

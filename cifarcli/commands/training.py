@@ -9,7 +9,7 @@ import torch
 
 from cifarcli import runs
 from cifarcli.commands import compose
-from cifarcli.commands.evaluation import evaluate_split, write_evaluation
+from cifarcli.commands.evaluation import eval_data_of, evaluate_split, write_evaluation
 from cifarcli.config import ExperimentConfig
 from cifarcli.engine.loop import TrainState
 from cifarcli.engine.tensorboard import TensorBoardLogger
@@ -49,7 +49,7 @@ def train_and_score(
             result = fit(state, data.train, data.val, fit_settings(cfg, device), compose.run_files(run_dir), extra, callbacks)
         best = compose.load_trained_model(result.best_checkpoint, cfg, device)
         with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
-            summary, matrix, rows = evaluate_split(best, compose.eval_data_of(data, "test"), cfg.eval)
+            summary, matrix, rows = evaluate_split(best, eval_data_of(data, "test"), cfg.eval)
         written = write_evaluation(run_dir, summary, matrix, rows, data.labels.class_names)
         figure = plot_confusion_matrix(matrix, data.labels.class_names, run_dir / "confusion_matrix.png")
         written.append(figure)

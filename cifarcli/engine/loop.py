@@ -1,4 +1,4 @@
-"""One training epoch and one pass of predictions: the two loops everything else is built on."""
+"""One training epoch: the optimisation step and the loop that reads its losses back once per sync."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Iterable, Optional
+from typing import Any, Callable, ContextManager, Iterable, NamedTuple, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -118,31 +117,41 @@ StepCallback = Callable[[int, float], None]  # (global step just finished, curre
 LossesCallback = Callable[[list[StepLoss]], None]  # the steps read back at one sync, in order
 
 
+class _Pending(NamedTuple):
+    """A finished step whose loss and hits are still on the device."""
+
+    step: int
+    loss: torch.Tensor  # 0-dim, detached
+    hits: torch.Tensor  # 0-dim int64: correct predictions
+    lr: float  # the LR the step used
+    images: int
+
+
 @dataclass
 class _Window:
     """The steps since the last read-back, still on the device, and the epoch's host-side sums."""
 
     totals: EpochTotals
-    steps: list[tuple[int, torch.Tensor, torch.Tensor, float, int]] = field(default_factory=list)  # step, loss, hits, lr, images
+    steps: list[_Pending] = field(default_factory=list)
 
     def read_back(self, state: TrainState) -> list[StepLoss]:
         """Copy the window's losses and hits to the host in one transfer, add them to the totals in
         step order, and raise NonFiniteLoss naming the first step whose loss is NaN/inf."""
         if not self.steps:
             return []
-        losses = torch.stack([entry[1] for entry in self.steps]).double()
-        hits = torch.stack([entry[2] for entry in self.steps]).double()
+        losses = torch.stack([pending.loss for pending in self.steps]).double()
+        hits = torch.stack([pending.hits for pending in self.steps]).double()
         values = torch.cat([losses, hits]).tolist()  # the one sync of the window
         count = len(self.steps)
         loss_sum, correct, images = self.totals.loss_sum, self.totals.correct, self.totals.images
         read: list[StepLoss] = []
-        for (step, _, _, lr, size), loss, hit in zip(self.steps, values[:count], values[count:]):
+        for pending, loss, hit in zip(self.steps, values[:count], values[count:]):
             if not math.isfinite(loss):
-                raise _nonfinite_error(state, loss, step)
-            loss_sum += loss * size  # the same float64 sums, in the same order, as step by step
+                raise _nonfinite_error(state, loss, pending.step)
+            loss_sum += loss * pending.images  # the same float64 sums, in the same order, as step by step
             correct += int(hit)
-            images += size
-            read.append(StepLoss(step, loss, lr))
+            images += pending.images
+            read.append(StepLoss(pending.step, loss, pending.lr))
         self.totals = dataclasses.replace(self.totals, loss_sum=loss_sum, correct=correct, images=images)
         self.steps = []
         return read
@@ -184,11 +193,12 @@ def train_one_epoch(
             value, hits = optimisation_step(state, inputs, targets, settings)
             if value is None:
                 skipped += 1
-            else:
-                window.steps.append((state.global_step, torch.tensor(value, dtype=torch.float64), torch.tensor(hits), lr, inputs.shape[0]))
+            else:  # already read back: kept as host tensors so the window sums them the same way
+                loss_value, hit_count = torch.tensor(value, dtype=torch.float64), torch.tensor(hits)
+                window.steps.append(_Pending(state.global_step, loss_value, hit_count, lr, inputs.shape[0]))
         else:
-            loss, hits = device_step(state, inputs, targets, settings)
-            window.steps.append((state.global_step, loss, hits, lr, inputs.shape[0]))
+            loss, hit_count = device_step(state, inputs, targets, settings)
+            window.steps.append(_Pending(state.global_step, loss, hit_count, lr, inputs.shape[0]))
         done += 1
         if on_step is not None and state.global_step % every_progress == 0:
             on_step(state.global_step, state.lr)
@@ -278,51 +288,3 @@ def optimisation_step(
         return None, 0
     _update(state, loss, settings)
     return loss_value, int(_hits(logits, targets))
-
-
-@dataclass(frozen=True)
-class Predictions:
-    """Softmax probabilities and true labels of one pass over a split, in data order."""
-
-    probabilities: np.ndarray  # (N, C) float32
-    targets: np.ndarray  # (N,) int64
-    loss: float  # mean cross-entropy (no smoothing)
-
-    @property
-    def predicted(self) -> np.ndarray:
-        return self.probabilities.argmax(axis=1)
-
-    @property
-    def accuracy(self) -> float:
-        return float((self.predicted == self.targets).mean()) if len(self.targets) else math.nan
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module,
-    batches: Batches,
-    autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
-    tta_flip: bool = False,
-) -> Predictions:
-    """Evaluate `model` on every batch (eval mode, restored afterwards); optional flip TTA."""
-    was_training = model.training
-    model.eval()
-    probabilities: list[torch.Tensor] = []
-    targets: list[torch.Tensor] = []
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    try:
-        for inputs, labels in batches:
-            with autocast():
-                logits = model(inputs).float()
-                if tta_flip:
-                    logits = (logits + model(torch.flip(inputs, dims=[3])).float()) / 2
-            loss_sum = loss_sum.to(logits.device) + torch.nn.functional.cross_entropy(logits, labels, reduction="sum").double()
-            probabilities.append(torch.softmax(logits, dim=1))  # kept on the device: one copy back at the end
-            targets.append(labels)
-    finally:
-        model.train(was_training)
-    if not targets:
-        return Predictions(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), math.nan)
-    all_targets = torch.cat(targets).cpu().numpy().astype(np.int64)
-    all_probabilities = torch.cat(probabilities).cpu().numpy().astype(np.float32)
-    return Predictions(all_probabilities, all_targets, float(loss_sum) / len(all_targets))

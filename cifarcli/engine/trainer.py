@@ -16,7 +16,8 @@ from torch import nn
 
 from cifarcli.engine.callbacks import TrainCallbacks
 from cifarcli.engine.checkpoint import capture_rng_state, copy_checkpoint, restore_rng_state, save_checkpoint
-from cifarcli.engine.loop import Batches, EpochStats, EpochTotals, Predictions, StepSettings, TrainState, predict, train_one_epoch
+from cifarcli.engine.loop import Batches, EpochStats, EpochTotals, StepSettings, TrainState, train_one_epoch
+from cifarcli.engine.predict import Predictions, predict
 from cifarcli.errors import Interrupted, RunError
 from cifarcli.fileio import write_csv
 
