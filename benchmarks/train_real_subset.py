@@ -8,6 +8,7 @@ CLI (download from a local archive with its own md5, train, evaluate on the real
     python benchmarks/train_real_subset.py --config smoke --epochs 10
 
 With fewer epochs than the recipe's, the one-cycle peak keeps its share of the run (5/24).
+`precision_accuracy.py` calls `train_on_subset` for each seed and precision.
 """
 
 from __future__ import annotations
@@ -18,10 +19,47 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SUBSET_MD5 = "c1a4f60db235f7b139bf987610f4936c"
 DEFAULT_SUBSET = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar-10-subset-python.tar.gz"
+
+
+@dataclass(frozen=True)
+class SubsetRun:
+    """One finished training run on the subset: its test evaluation, run_info.json, wall time and folder."""
+
+    summary: dict[str, Any]
+    info: dict[str, Any]
+    seconds: float
+    run_dir: Path
+
+
+def train_on_subset(archive: Path, workdir: Path, config: str, epochs: int, device: str, overrides: list[str]) -> SubsetRun:
+    """Train `config` through the CLI on the subset (prepared under `workdir/data` on first use)."""
+    from typer.testing import CliRunner
+
+    from cifarcli.cli import app
+
+    runs_root = workdir / "runs"
+    sets = [
+        f"data.root={workdir / 'data'}", f"data.source={archive}", f"data.md5={SUBSET_MD5}",
+        f"data.device={device}", f"run.root={runs_root}", f"train.epochs={epochs}",
+        "schedule.peak_epoch=null", f"schedule.peak_fraction={5 / 24}", *overrides,
+    ]  # fmt: skip
+    command = ["train", "-c", config, "--quiet"] + [token for s in sets for token in ("--set", s)]
+    before = set(runs_root.iterdir()) if runs_root.is_dir() else set()
+    started = time.perf_counter()
+    result = CliRunner().invoke(app, command)
+    seconds = time.perf_counter() - started
+    if result.exit_code != 0:
+        raise RuntimeError(f"cifar train failed ({result.exit_code}): {result.output.strip()}")
+    (run_dir,) = set(runs_root.iterdir()) - before
+    summary = json.loads((run_dir / "evaluation.json").read_text())
+    info = json.loads((run_dir / "run_info.json").read_text())
+    return SubsetRun(summary, info, seconds, run_dir)
 
 
 def main() -> int:
@@ -36,34 +74,19 @@ def main() -> int:
     if not args.archive.is_file():
         print(f"error: real subset not found at {args.archive} (set --archive or CIFAR_SUBSET_ARCHIVE)", file=sys.stderr)
         return 2
-
-    from typer.testing import CliRunner
-
-    from cifarcli.cli import app
-
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cifar-real-"))
-    runs_root = workdir / "runs"
-    sets = [
-        f"data.root={workdir / 'data'}", f"data.source={args.archive}", f"data.md5={SUBSET_MD5}",
-        f"data.device={args.device}", f"run.root={runs_root}", f"train.epochs={args.epochs}",
-        "schedule.peak_epoch=null", f"schedule.peak_fraction={5 / 24}", *args.overrides,
-    ]  # fmt: skip
-    command = ["train", "-c", args.config, "--quiet"] + [token for s in sets for token in ("--set", s)]
-    started = time.perf_counter()
-    result = CliRunner().invoke(app, command)
-    seconds = time.perf_counter() - started
-    if result.exit_code != 0:
-        print(result.output, file=sys.stderr)
-        return result.exit_code
-    (run_dir,) = sorted(runs_root.iterdir())[-1:]
-    summary = json.loads((run_dir / "evaluation.json").read_text())
-    info = json.loads((run_dir / "run_info.json").read_text())
+    try:
+        run = train_on_subset(args.archive, workdir, args.config, args.epochs, args.device, args.overrides)
+    except RuntimeError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    info, summary = run.info, run.summary
     print(f"config            {args.config} ({args.epochs} epochs) on {info['device']}, {info['precision']}")
     print(f"train/val/test    {info['train_images']} / {info['val_images']} / {info['test_images']} real images")
     print(f"test top-1        {summary['top1']:.2%}")
     print(f"test top-5        {summary['top5']:.2%}")
-    print(f"wall time         {seconds:.0f} s")
-    print(f"run folder        {run_dir}")
+    print(f"wall time         {run.seconds:.0f} s")
+    print(f"run folder        {run.run_dir}")
     return 0
 
 

@@ -1,3 +1,3 @@
-from cifarcli.cli import main
+from cifarcli.entry import main
 
 main()

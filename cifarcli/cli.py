@@ -1,17 +1,22 @@
-"""The `cifar` Typer app: registers the commands and turns known errors into one-line messages."""
+"""The `cifar` Typer app: registers the commands and turns known errors into one-line messages.
+
+Importing this module must stay cheap (`cifar --help` answers in well under a second): the
+command modules import torch, torchvision, matplotlib, tensorboard, optuna and PIL (and the
+config schema) inside the commands that use them, never at their top. `cifarcli.entry.main` is where the process starts.
+"""
 
 from __future__ import annotations
 
 import functools
 import os
-import signal
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable
 
 import typer
 
 from cifarcli import __version__, escape, fileio
+from cifarcli.entry import INTERRUPTED_EXIT_CODE, debug_enabled, note_interrupt_reported, report_interrupted
+from cifarcli.entry import main as main  # the console script of older installs names cifarcli.cli:main
 from cifarcli.errors import CifarError
 
 app = typer.Typer(
@@ -23,11 +28,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-
-def debug_enabled() -> bool:
-    """Full tracebacks are shown when CIFAR_DEBUG=1 (set by `cifar --debug`)."""
-    return os.environ.get("CIFAR_DEBUG", "") not in ("", "0")
 
 
 def one_line(text: str) -> str:
@@ -53,6 +53,8 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             if debug_enabled():
                 raise
             _print_error(exc)
+            if exc.exit_code == INTERRUPTED_EXIT_CODE:  # e.g. "stopped by SIGINT ..., state saved"
+                note_interrupt_reported()
             raise typer.Exit(exc.exit_code) from None
         except OSError as exc:  # a file-system fault no reader or writer turned into a CifarError
             if debug_enabled():
@@ -63,8 +65,8 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             if debug_enabled():
                 raise
-            typer.echo("error: interrupted", err=True)
-            raise typer.Exit(130) from None
+            report_interrupted()
+            raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
 
     return wrapper
 
@@ -95,7 +97,7 @@ def register(name: str, command: Callable[..., Any]) -> None:
 
 
 def _register_all() -> None:
-    # Imported here so `cifar --version` stays fast; each module owns one subcommand.
+    # Each module owns one subcommand and imports only typer at its top (see the module docstring).
     from cifarcli.commands import compare, download, evaluate, landscape, lr_find, prepare, report, sweep, train, visualize_filters
 
     register("download", download.download)
@@ -111,17 +113,3 @@ def _register_all() -> None:
 
 
 _register_all()
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM outside training ends like Ctrl-C: "error: interrupted", exit 130
-
-
-def main() -> None:
-    """Console-script entry point."""
-    signal.signal(signal.SIGTERM, _terminate)  # `cifar train` installs its own while it trains
-    try:
-        app()
-    except KeyboardInterrupt:
-        typer.echo("error: interrupted", err=True)
-        sys.exit(130)

@@ -238,20 +238,37 @@ class AugmentConfig(Section):
     mix: MixConfig = MixConfig()
 
 
+# Settings a newer cifar replaced: reading one from a user's YAML or --set is a one-line error
+# saying what took its place; run folders written before the change are read without them.
+REMOVED_TRAIN_SETTINGS = {
+    "amp_on_cpu": "removed: train.amp=auto (the default) now picks bf16 on a CPU with native bf16 and fp32 elsewhere; "
+    "set train.amp=bf16 or train.amp=off to choose yourself",
+    "log_every_steps": "removed: it was split into train.tensorboard_every_steps, train.sync_every_steps and "
+    "train.progress_every_steps",
+}
+
+
 class TrainConfig(Section):
     epochs: int = Field(24, ge=1, le=MAX_EPOCHS, description="Training epochs.")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed for weights, shuffling and augmentation.")
     deterministic: bool = Field(False, description="Deterministic kernels: two runs on one machine are bit-identical (slower).")
-    amp: Literal["off", "bf16", "fp16"] = Field("bf16", description="Autocast dtype: bf16 (CUDA or CPU), fp16 (CUDA, with a GradScaler), off.")
-    amp_on_cpu: bool = Field(False, description="Allow bf16 autocast on the CPU (off: the CPU trains in fp32).")
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="Autocast: auto (bf16 where the GPU or CPU has it natively, else fp16 with a GradScaler on CUDA, fp32 on the CPU), bf16, fp16 (with a GradScaler), off (fp32).")
     grad_clip_norm: Optional[float] = Field(None, gt=0, description="Clip the global gradient norm to this value; null = off.")
     grad_clip_value: Optional[float] = Field(None, gt=0, description="Clip each gradient element to [-v, v]; null = off.")
     ema_decay: Optional[float] = Field(None, gt=0, lt=1, description="Keep an EMA of the weights with this decay per step and evaluate it too; null = off.")
+    ema_every_steps: int = Field(5, ge=1, le=1000, description="Fold the weights into the EMA every this many steps (decay ** k per update, so it tracks the per-step average).")
     compile: bool = Field(False, description="torch.compile the model (CUDA recommended).")
-    channels_last: bool = Field(True, description="Use channels_last memory format on CUDA.")
+    channels_last: bool = Field(True, description="Use the channels_last memory format for images and conv weights (CPU and CUDA).")
     overfit_batches: int = Field(0, ge=0, le=MAX_STEPS, description="Train on this many fixed batches only (sanity check); 0 = off.")
     nonfinite_loss: Literal["stop", "skip"] = Field("stop", description="On a NaN/inf loss: stop the run, or skip that step.")
-    log_every_steps: int = Field(20, ge=1, le=MAX_STEPS, description="Write per-step loss and LR to TensorBoard every this many steps.")
+    sync_every_steps: int = Field(50, ge=1, le=100000, description="Read the losses back from the device and check them for NaN/inf every this many steps (and at each epoch end); each read waits for the device.")
+    tensorboard_every_steps: int = Field(20, ge=1, le=100000, description="Write the per-step loss and LR to TensorBoard every this many steps.")
+    progress_every_steps: int = Field(1, ge=1, le=100000, description="Refresh the progress bar (step, LR, speed) every this many steps; it reads nothing from the device.")
+
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _unquoted_off(cls, value: Any) -> Any:
+        return "off" if value is False else value  # YAML reads an unquoted `off` as false
 
     @model_validator(mode="after")
     def _one_clip(self) -> "TrainConfig":
@@ -517,12 +534,36 @@ def _describe(error: dict[str, Any]) -> str:
 
 def validate_config(tree: dict[str, Any]) -> ExperimentConfig:
     """Validate a nested dict into the frozen config, or raise ConfigError for the first problem."""
+    train = tree.get("train") if isinstance(tree, dict) else None
+    if isinstance(train, dict):
+        for key, message in REMOVED_TRAIN_SETTINGS.items():
+            if key in train:
+                raise ConfigError(f"train.{key}: {message}")
     try:
         return ExperimentConfig.model_validate(tree)
     except ValidationError as exc:
         errors = exc.errors()
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise ConfigError(_describe(errors[0]) + more) from exc
+
+
+def validate_saved_config(tree: dict[str, Any]) -> ExperimentConfig:
+    """Validate the config a run folder or checkpoint holds; settings a newer cifar removed are dropped.
+
+    A run trained before a setting was removed stays readable (to evaluate, report or resume):
+    `train.amp_on_cpu` and `train.log_every_steps` are left out, so the run takes the current
+    defaults for what replaced them.
+    """
+    train = tree.get("train") if isinstance(tree, dict) else None
+    if isinstance(train, dict) and any(key in train for key in REMOVED_TRAIN_SETTINGS):
+        kept = {key: value for key, value in train.items() if key not in REMOVED_TRAIN_SETTINGS}
+        tree = {**tree, "train": kept}
+    return validate_config(tree)
+
+
+def load_saved_config(path: Path) -> ExperimentConfig:
+    """The config.yaml of a run folder, read with `validate_saved_config`."""
+    return validate_saved_config(read_yaml_mapping(path))
 
 
 def load_config(path: Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from cifarcli.config import AugmentConfig
+from cifarcli.data import augment as augment_module
 from cifarcli.data.augment import (
     augment_batch,
     augment_preview,
@@ -182,6 +186,55 @@ def test_beta_samples_have_the_right_moments() -> None:
         assert draws.mean().item() == pytest.approx(0.5, abs=0.02)
         assert draws.var().item() == pytest.approx(1 / (4 * (2 * alpha + 1)), rel=0.06)
     assert torch.isfinite(sample_beta(0.001, 500, _generator())).all()
+
+
+class ForbidReadBack(TorchDispatchMode):
+    """Fails on any op that copies a tensor's value to the host (`.item()`, `bool(t)`, `.tolist()`)."""
+
+    READS = {torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        assert func not in self.READS, f"{func} reads a value back from the device"
+        return func(*args, **(kwargs or {}))
+
+
+def test_mixing_on_the_device_reads_nothing_back_and_beta_draws_use_the_host_generator(monkeypatch) -> None:
+    images, one_hot = _random_uint8(16).float() / 255, F.one_hot(torch.arange(16) % 10, 10).float()
+    device_generator, host_generator = _generator(1), _generator(2)
+    seen: list[torch.Generator] = []
+    real_sample_beta = augment_module.sample_beta
+
+    def recording_sample_beta(alpha: float, count: int, generator: torch.Generator) -> torch.Tensor:
+        seen.append(generator)
+        return real_sample_beta(alpha, count, generator)
+
+    monkeypatch.setattr(augment_module, "sample_beta", recording_sample_beta)
+    draws = augment_module._beta_draws((0.4, 1.0), 16, host_generator, images.device)  # the host part, on its own
+    assert draws.shape == (2, 16) and seen == [host_generator, host_generator]
+    monkeypatch.setattr(augment_module, "_beta_draws", lambda alphas, count, gen, device: draws)
+    with ForbidReadBack():
+        out, targets = mixup_cutmix(images, one_hot, 0.4, 1.0, 1.0, 0.5, device_generator, host_generator)
+    assert out.shape == images.shape and torch.allclose(targets.sum(1), torch.ones(16))
+
+
+def test_the_read_back_guard_catches_a_sync_like_the_old_rejection_loop() -> None:
+    with pytest.raises(AssertionError, match="reads a value back"), ForbidReadBack():
+        bool(torch.ones(3).any())  # what `while pending.any()` did once per round
+
+
+def test_beta_draws_refuse_a_device_generator() -> None:
+    on_a_gpu = SimpleNamespace(device=torch.device("cuda"))  # a CUDA generator needs a GPU; its device is what counts
+    with pytest.raises(ValueError, match="CPU generator"):
+        augment_module._beta_draws((0.4,), 4, on_a_gpu, torch.device("cpu"))
+
+
+def test_same_seeds_same_mixed_batch() -> None:
+    images, one_hot = _random_uint8(16).float() / 255, F.one_hot(torch.arange(16) % 10, 10).float()
+    first = mixup_cutmix(images, one_hot, 0.4, 1.0, 0.8, 0.5, _generator(1), _generator(2))
+    again = mixup_cutmix(images, one_hot, 0.4, 1.0, 0.8, 0.5, _generator(1), _generator(2))
+    other_host = mixup_cutmix(images, one_hot, 0.4, 1.0, 0.8, 0.5, _generator(1), _generator(3))
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(first[1], other_host[1])
 
 
 def test_normalize_is_per_channel() -> None:

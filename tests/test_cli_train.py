@@ -12,6 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cifarcli.cli import app
+from cifarcli.engine.checkpoint import load_checkpoint, save_checkpoint
 from cifarcli.fileio import read_csv
 from run_fixtures import copy_run, train_smoke
 
@@ -104,12 +105,44 @@ def test_overfit_one_batch_reaches_full_training_accuracy(cifar10_data_root: Pat
     assert float(rows[-1]["train_accuracy"]) >= 0.99
 
 
-def test_bf16_autocast_on_cpu_trains(cifar10_data_root: Path, tmp_path: Path) -> None:
-    run = train_smoke(cifar10_data_root, tmp_path, "--set", "train.amp=bf16", "--set", "train.amp_on_cpu=true",
-                      "--set", "train.epochs=1", "--set", "run.tensorboard=false")  # fmt: skip
+def test_bf16_autocast_on_cpu_trains_and_run_info_says_why(cifar10_data_root: Path, tmp_path: Path) -> None:
+    run = train_smoke(cifar10_data_root, tmp_path, "--set", "train.amp=bf16", "--set", "train.epochs=1",
+                      "--set", "run.tensorboard=false")  # fmt: skip
     info = json.loads((run / "run_info.json").read_text())
-    assert "bf16" in info["precision"]
+    assert info["precision"] == "bf16 autocast on cpu"
+    assert info["precision_reason"].startswith("train.amp=bf16: this CPU has")
+    assert info["memory_format"] == "channels_last"
     assert np.isfinite(float(read_csv(run / "metrics.csv")[0]["train_loss"]))
+
+
+def test_the_run_header_names_the_precision_and_memory_format(cifar10_data_root: Path, tmp_path: Path) -> None:
+    result = cli("train", "-c", "smoke", "--set", f"data.root={cifar10_data_root}", "--set", f"run.root={tmp_path}",
+                 "--set", "train.epochs=1", "--set", "train.overfit_batches=1", "--set", "run.tensorboard=false",
+                 "--set", "train.channels_last=false")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "precision: fp32 on cpu (train.amp=off); memory format: contiguous (NCHW)" in result.output
+
+
+def test_a_removed_setting_is_a_config_error_naming_its_replacement(tmp_path: Path) -> None:
+    result = cli("train", "--set", "train.amp_on_cpu=true", "--print-config")
+    assert result.exit_code == 2
+    assert result.output.startswith("error: train.amp_on_cpu: removed: train.amp=auto") and "Traceback" not in result.output
+    result = cli("train", "--set", "train.log_every_steps=5", "--print-config")
+    assert result.exit_code == 2 and "train.sync_every_steps" in result.output and "train.tensorboard_every_steps" in result.output
+
+
+def test_a_run_folder_from_before_the_removal_still_evaluates_and_resumes(smoke_run: Path, tmp_path: Path) -> None:
+    run = copy_run(smoke_run, tmp_path)
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("train:\n", "train:\n  amp_on_cpu: false\n  log_every_steps: 20\n", 1))
+    assert "amp_on_cpu" in config.read_text()
+    assert cli("train", "--resume", str(run), "--quiet").exit_code == 0
+    best = run / "checkpoints" / "best.pt"
+    saved = load_checkpoint(best)
+    saved["config"]["train"].update({"amp_on_cpu": False, "log_every_steps": 20})
+    save_checkpoint(best, saved)
+    result = cli("evaluate", str(run), "--quiet")
+    assert result.exit_code == 0, result.output
 
 
 def test_resume_refuses_extra_config(smoke_run: Path) -> None:

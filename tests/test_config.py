@@ -45,6 +45,14 @@ def test_precedence_defaults_then_file_then_set(tmp_path: Path) -> None:
     assert resolved["train"]["epochs"] == ExperimentConfig().train.epochs
 
 
+def test_an_unquoted_off_for_train_amp_means_off(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, "train:\n  amp: off\n")).train.amp == "off"  # YAML reads it as false
+    assert load_config(None, ["train.amp=off"]).train.amp == "off"
+    assert ExperimentConfig().train.amp == "auto"
+    with pytest.raises(ConfigError, match="train.amp: True is not valid"):
+        load_config(None, ["train.amp=on"])
+
+
 def test_default_config_is_the_seed_recipe() -> None:
     cfg = load_config()
     assert (cfg.model.name, cfg.optim.name, cfg.data.batch_size, cfg.train.epochs) == ("resnet9", "adam", 512, 24)

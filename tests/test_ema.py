@@ -89,3 +89,43 @@ def test_compiled_models_are_tracked_through_the_original_module():
     assert torch.allclose(ema.module[2].bias, 0.5 * start + 0.5 * 4.0)
     out = ema.module.eval()(torch.ones(2, 3))
     assert out.shape == (2, 2)
+
+
+def test_an_update_every_k_steps_uses_the_decay_to_the_power_k():
+    net = _net()
+    _set_weights(net, 1.0)
+    ema = ModelEMA(net, decay=0.9, every_steps=3)
+    assert ema.decay_per_update == pytest.approx(0.729)
+    _set_weights(net, 2.0)
+    ema.update(net)
+    for p in ema.module.parameters():
+        assert torch.allclose(p, torch.full_like(p, 0.729 * 1.0 + 0.271 * 2.0), atol=1e-6)
+    assert ema.state_dict()["every_steps"] == 3 and ema.updates == 1
+
+
+def test_k_step_updates_follow_the_per_step_average_of_a_slowly_moving_model():
+    per_step, every_4 = _net(), _net()
+    _set_weights(per_step, 0.0)
+    _set_weights(every_4, 0.0)
+    a, b = ModelEMA(per_step, decay=0.99), ModelEMA(every_4, decay=0.99, every_steps=4)
+    for step in range(1, 401):
+        _set_weights(per_step, step / 400)
+        _set_weights(every_4, step / 400)
+        a.update(per_step)
+        if step % 4 == 0:
+            b.update(every_4)
+    final_a, final_b = a.module[0].weight[0, 0].item(), b.module[0].weight[0, 0].item()
+    assert final_a == pytest.approx(final_b, abs=0.02)  # same time constant (about 100 steps), a quarter of the updates
+    assert 0.7 < final_a < 0.8 and b.updates == 100
+
+
+def test_an_update_sees_in_place_optimizer_steps_and_replaced_parameter_data():
+    net = _net()
+    ema = ModelEMA(net, decay=0.5)
+    _set_weights(net, 2.0)
+    ema.update(net)  # gathers the tensor lists
+    with torch.no_grad():
+        net[0].weight.data = torch.full_like(net[0].weight, 6.0)  # e.g. a memory-format change
+    ema.update(net)
+    start = 0.5 * (0.5 * _net()[0].weight + 0.5 * 2.0) + 0.5 * 6.0
+    assert torch.allclose(ema.module[0].weight, start, atol=1e-6)

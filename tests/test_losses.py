@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarcli.engine.losses import classification_loss, l1_penalty
+from cifarcli.engine.losses import classification_loss, l1_penalty, l1_weights
 
 
 def _logits() -> torch.Tensor:
@@ -70,7 +70,7 @@ def test_l1_on_a_linear_layer_is_the_sum_of_absolute_weights():
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[1.0, -2.0, 0.5], [0.0, -0.25, 3.0]]))
         layer.bias.fill_(100.0)  # biases are not penalised
-    penalty = l1_penalty(layer)
+    penalty = l1_penalty(l1_weights(layer))
     assert penalty.item() == pytest.approx(6.75)
     penalty.backward()
     assert torch.equal(layer.weight.grad, torch.sign(layer.weight.detach()))
@@ -83,11 +83,11 @@ def test_l1_skips_norm_layers_and_frozen_weights():
         net[0].weight.fill_(-1.0)  # 8 weights
         net[1].weight.fill_(50.0)
         net[2].weight.fill_(0.5)  # 4 weights
-    assert l1_penalty(net).item() == pytest.approx(8 + 2)
+    assert l1_penalty(l1_weights(net)).item() == pytest.approx(8 + 2)
     net[0].requires_grad_(False)
-    assert l1_penalty(net).item() == pytest.approx(2)
+    assert l1_penalty(l1_weights(net)).item() == pytest.approx(2)
     net.requires_grad_(False)
-    assert l1_penalty(net).item() == 0.0
+    assert l1_penalty(l1_weights(net)).item() == 0.0
 
 
 def test_l1_weight_changes_the_loss_by_weight_times_penalty():
@@ -95,6 +95,6 @@ def test_l1_weight_changes_the_loss_by_weight_times_penalty():
     layer = nn.Linear(4, 3)
     x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 1, 0])
     base = classification_loss(layer(x), y, 0.0)
-    total = base + 5e-4 * l1_penalty(layer)
+    total = base + 5e-4 * l1_penalty(l1_weights(layer))
     assert total.item() - base.item() == pytest.approx(5e-4 * layer.weight.abs().sum().item(), rel=1e-4)
     assert not math.isclose(total.item(), base.item())

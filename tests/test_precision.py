@@ -1,4 +1,4 @@
-"""Device choice, autocast on the CPU, the grad scaler and gradient clipping."""
+"""Device choice, the precision chosen for the machine, autocast on the CPU, the grad scaler and clipping."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import pytest
 import torch
 from torch import nn
 
+from cifarcli.engine import precision as precision_module
 from cifarcli.engine.precision import (
-    autocast_context,
+    Precision,
     clip_gradients,
-    describe_precision,
+    make_autocast,
     make_grad_scaler,
     resolve_device,
+    resolve_precision,
 )
 from cifarcli.errors import UsageError
 
@@ -28,6 +30,10 @@ def _net_with_grads(scale: float) -> tuple[nn.Module, torch.optim.Optimizer]:
     return net, torch.optim.SGD(net.parameters(), lr=0.1)
 
 
+FP32_CPU = Precision("cpu", None, False, "train.amp=off")
+OFF = make_grad_scaler(FP32_CPU)
+
+
 def _global_norm(net: nn.Module) -> float:
     return torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in net.parameters()])).item()
 
@@ -36,17 +42,16 @@ def test_clip_by_norm_bounds_the_global_norm_and_returns_the_norm_before():
     net, optimizer = _net_with_grads(scale=100.0)
     before = _global_norm(net)
     assert before > 1.0
-    returned = clip_gradients(net.parameters(), make_grad_scaler(CPU, "off"), optimizer, max_norm=1.0, max_value=None)
+    returned = clip_gradients(tuple(net.parameters()), OFF, optimizer, max_norm=1.0, max_value=None)
     assert returned == pytest.approx(before, rel=1e-5)
     assert _global_norm(net) <= 1.0 + 1e-5
     assert _global_norm(net) == pytest.approx(1.0, rel=1e-4)
 
 
-def test_clip_by_value_bounds_every_element_and_returns_the_norm_before():
+def test_clip_by_value_bounds_every_element_and_computes_no_norm():
     net, optimizer = _net_with_grads(scale=100.0)
-    before = _global_norm(net)
-    returned = clip_gradients(net.parameters(), make_grad_scaler(CPU, "off"), optimizer, max_norm=None, max_value=0.05)
-    assert returned == pytest.approx(before, rel=1e-5)
+    returned = clip_gradients(tuple(net.parameters()), OFF, optimizer, max_norm=None, max_value=0.05)
+    assert returned is None  # nobody reads a global norm when clipping by value
     grads = torch.cat([p.grad.flatten() for p in net.parameters()])
     assert grads.abs().max().item() <= 0.05 + 1e-7  # 0.05 rounded to float32
     assert (grads.abs() == 0.05).any()
@@ -55,18 +60,20 @@ def test_clip_by_value_bounds_every_element_and_returns_the_norm_before():
 def test_small_gradients_are_left_alone_and_no_limit_returns_none():
     net, optimizer = _net_with_grads(scale=1e-4)
     grads = [p.grad.clone() for p in net.parameters()]
-    clip_gradients(net.parameters(), make_grad_scaler(CPU, "off"), optimizer, max_norm=10.0, max_value=None)
+    clip_gradients(tuple(net.parameters()), OFF, optimizer, max_norm=10.0, max_value=None)
     assert all(torch.equal(a, p.grad) for a, p in zip(grads, net.parameters()))
-    assert clip_gradients(net.parameters(), make_grad_scaler(CPU, "off"), optimizer, None, None) is None
+    assert clip_gradients(tuple(net.parameters()), OFF, optimizer, None, None) is None
 
 
 def test_parameters_without_gradients_are_skipped():
     net, optimizer = _net_with_grads(scale=100.0)
     net[0].weight.grad = None
-    returned = clip_gradients(net.parameters(), make_grad_scaler(CPU, "off"), optimizer, max_norm=0.5, max_value=None)
+    returned = clip_gradients(tuple(net.parameters()), OFF, optimizer, max_norm=0.5, max_value=None)
     assert returned > 0.5
     assert net[0].weight.grad is None
     assert _global_norm(net[2]) <= 0.5 + 1e-5
+    clip_gradients(tuple(net.parameters()), OFF, optimizer, max_norm=None, max_value=1e-3)
+    assert net[0].weight.grad is None and net[2].weight.grad.abs().max().item() <= 1e-3 + 1e-9
 
 
 def test_bf16_autocast_on_cpu_trains_a_tiny_conv_net():
@@ -79,7 +86,7 @@ def test_bf16_autocast_on_cpu_trains_a_tiny_conv_net():
     losses = []
     for _ in range(8):
         optimizer.zero_grad()
-        with autocast_context(CPU, "bf16", amp_on_cpu=True):
+        with make_autocast(resolve_precision(CPU, "bf16"))():
             logits = net(images)
             loss = nn.functional.cross_entropy(logits.float(), labels)
         loss.backward()
@@ -90,27 +97,64 @@ def test_bf16_autocast_on_cpu_trains_a_tiny_conv_net():
     assert losses[-1] < losses[0]
 
 
-def test_cpu_autocast_needs_amp_on_cpu():
-    assert isinstance(autocast_context(CPU, "bf16", amp_on_cpu=False), contextlib.nullcontext)
-    assert isinstance(autocast_context(CPU, "fp16", amp_on_cpu=True), contextlib.nullcontext)
-    assert isinstance(autocast_context(CPU, "off", amp_on_cpu=True), contextlib.nullcontext)
-    with autocast_context(CPU, "bf16", amp_on_cpu=False):
+def _cpu_with(monkeypatch, features: list[str]) -> None:
+    monkeypatch.setattr(precision_module, "cpu_bf16_features", lambda: features)
+
+
+def test_auto_picks_bf16_on_a_cpu_with_native_bf16_and_fp32_elsewhere(monkeypatch):
+    _cpu_with(monkeypatch, ["AVX512-BF16", "AMX"])
+    chosen = resolve_precision(CPU, "auto")
+    assert (chosen.dtype, chosen.grad_scaler, chosen.description) == (torch.bfloat16, False, "bf16 autocast on cpu")
+    assert chosen.reason == "train.amp=auto: this CPU has native bf16 (AVX512-BF16, AMX)"
+    _cpu_with(monkeypatch, [])
+    chosen = resolve_precision(CPU, "auto")
+    assert (chosen.dtype, chosen.description) == (None, "fp32 on cpu")
+    assert "no native bf16" in chosen.reason
+    assert isinstance(make_autocast(chosen)(), contextlib.nullcontext)
+
+
+def test_an_explicit_choice_wins_over_the_machine(monkeypatch):
+    _cpu_with(monkeypatch, [])
+    emulated = resolve_precision(CPU, "bf16")
+    assert emulated.dtype == torch.bfloat16 and "emulated" in emulated.reason
+    _cpu_with(monkeypatch, ["AMX"])
+    off = resolve_precision(CPU, "off")
+    assert (off.dtype, off.reason) == (None, "train.amp=off")
+    with make_autocast(off)():
         assert nn.Linear(2, 2)(torch.ones(1, 2)).dtype == torch.float32
+    fp16 = resolve_precision(CPU, "fp16")  # CPU fp16 autocast is far slower than fp32: computed in fp32, and said so
+    assert fp16.dtype is None and "CUDA only" in fp16.reason
 
 
-def test_grad_scaler_is_enabled_only_for_fp16_on_cuda():
-    for amp in ("off", "bf16", "fp16"):
-        assert not make_grad_scaler(CPU, amp).is_enabled()
-    assert not make_grad_scaler(CUDA, "bf16").is_enabled()
+def test_auto_on_cuda_is_bf16_where_native_else_fp16_with_a_scaler(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Test GPU")
+    monkeypatch.setattr(precision_module, "cuda_has_native_bf16", lambda device: True)
+    chosen = resolve_precision(CUDA, "auto")
+    assert (chosen.dtype, chosen.grad_scaler, chosen.reason) == (torch.bfloat16, False, "train.amp=auto: Test GPU has native bf16")
+    monkeypatch.setattr(precision_module, "cuda_has_native_bf16", lambda device: False)
+    chosen = resolve_precision(CUDA, "auto")
+    assert (chosen.dtype, chosen.grad_scaler) == (torch.float16, True)
+    assert chosen.description == "fp16 autocast with grad scaler on cuda"
+    with pytest.raises(UsageError, match="not supported natively") as caught:
+        resolve_precision(CUDA, "bf16")
+    assert "train.amp=auto" in caught.value.hint
 
 
-def test_describe_precision_names_dtype_and_device():
-    assert describe_precision(CUDA, "bf16", amp_on_cpu=False) == "bf16 autocast on cuda"
-    assert describe_precision(CUDA, "fp16", amp_on_cpu=False) == "fp16 autocast with grad scaler on cuda"
-    assert describe_precision(CUDA, "off", amp_on_cpu=False) == "fp32 on cuda"
-    assert describe_precision(CPU, "bf16", amp_on_cpu=True) == "bf16 autocast on cpu"
-    assert describe_precision(CPU, "bf16", amp_on_cpu=False).startswith("fp32 on cpu (")
-    assert describe_precision(CPU, "fp16", amp_on_cpu=True) == "fp32 on cpu (fp16 needs CUDA)"
+def test_this_cpu_reports_its_bf16_features_from_torch():
+    features = precision_module.cpu_bf16_features()
+    assert set(features) <= {"AVX512-BF16", "AMX"}
+    assert ("AMX" in features) == bool(torch.cpu._is_amx_tile_supported()) or not torch.backends.mkldnn.is_available()
+
+
+def test_grad_scaler_is_enabled_only_for_fp16():
+    assert not make_grad_scaler(FP32_CPU).is_enabled()
+    assert not make_grad_scaler(Precision("cpu", torch.bfloat16, False, "")).is_enabled()
+    assert make_grad_scaler(Precision("cpu", torch.float16, True, "")).is_enabled()
+
+
+def test_unknown_amp_is_a_usage_error():
+    with pytest.raises(UsageError, match="train.amp"):
+        resolve_precision(CPU, "fp8")
 
 
 def test_resolve_device(monkeypatch):

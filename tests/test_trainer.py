@@ -15,11 +15,13 @@ from torch import nn
 from cifarcli.config import AugmentConfig, OptimConfig, ScheduleConfig
 from cifarcli.data.loader import DeviceLoader
 from cifarcli.engine.checkpoint import load_checkpoint
-from cifarcli.engine.loop import NonFiniteLoss, StepSettings, TrainState
+from cifarcli.engine.ema import ModelEMA
+from cifarcli.engine.loop import NonFiniteLoss, StepLoss, StepSettings, TrainState
 from cifarcli.engine.optim import build_optimizer
-from cifarcli.engine.precision import make_grad_scaler
+from cifarcli.engine.precision import make_grad_scaler, resolve_precision
 from cifarcli.engine.reproducibility import configure_determinism, seed_everything
 from cifarcli.engine.schedules import build_scheduler
+from cifarcli.engine.callbacks import CallbackList
 from cifarcli.engine.trainer import FitSettings, RunFiles, TrainCallbacks, fit, restore_train_state
 from cifarcli.errors import Interrupted
 
@@ -60,7 +62,7 @@ def new_state(steps_per_epoch: int, epochs: int, lr: float = 0.05) -> TrainState
     model = tiny_net()
     optimizer = build_optimizer(model, OptimConfig(name="sgd", lr=lr, momentum=0.9))
     scheduler = build_scheduler(optimizer, ScheduleConfig(name="onecycle", peak_epoch=None), steps_per_epoch, epochs)
-    return TrainState(model=model, forward=model, optimizer=optimizer, scheduler=scheduler, scaler=make_grad_scaler(CPU, "off"))
+    return TrainState(model=model, forward=model, optimizer=optimizer, scheduler=scheduler, scaler=make_grad_scaler(resolve_precision(CPU, "off")))
 
 
 def files(folder: Path) -> RunFiles:
@@ -122,7 +124,7 @@ class SignalAtStep(TrainCallbacks):
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_step(self, step: int, loss: float, lr: float) -> None:
+    def on_step(self, step: int, lr: float) -> None:
         if step == self.step:
             os.kill(os.getpid(), signal.SIGINT)
 
@@ -195,7 +197,7 @@ def test_overfit_fixed_batches_reaches_full_training_accuracy(tmp_path: Path) ->
     model = tiny_net()
     optimizer = build_optimizer(model, OptimConfig(name="adam", lr=0.01))
     scheduler = build_scheduler(optimizer, ScheduleConfig(name="constant"), 1, 40)
-    state = TrainState(model=model, forward=model, optimizer=optimizer, scheduler=scheduler, scaler=make_grad_scaler(CPU, "off"))
+    state = TrainState(model=model, forward=model, optimizer=optimizer, scheduler=scheduler, scaler=make_grad_scaler(resolve_precision(CPU, "off")))
     train, val = loaders()
     settings = FitSettings(epochs=40, step=StepSettings(), overfit_batches=1)
     fit(state, train, val, settings, files(tmp_path), {"config": {}})
@@ -220,17 +222,35 @@ def test_epoch_hook_runs_after_train_mode_so_frozen_norms_stay_fixed(tmp_path: P
 
 class RecordSteps(TrainCallbacks):
     def __init__(self) -> None:
-        self.steps: list[int] = []
+        self.reads: list[list[int]] = []
+        self.progress: list[int] = []
+        self.lrs: dict[int, float] = {}
 
-    def on_step(self, step: int, loss: float, lr: float) -> None:
-        assert math.isfinite(loss)
-        self.steps.append(step)
+    def on_step(self, step: int, lr: float) -> None:
+        self.progress.append(step)
+
+    def on_losses(self, losses: list[StepLoss]) -> None:
+        assert all(math.isfinite(record.loss) for record in losses)
+        self.reads.append([record.step for record in losses])
+        self.lrs.update({record.step: record.lr for record in losses})
 
 
-def test_loss_is_read_back_every_few_steps_only(tmp_path: Path) -> None:
+class RecordLr(TrainCallbacks):
+    def __init__(self, state: TrainState) -> None:
+        self.state, self.before_step = state, {1: state.lr}
+
+    def on_step(self, step: int, lr: float) -> None:
+        self.before_step[step + 1] = lr  # the LR the next step will use
+
+
+def test_loss_is_read_back_every_few_steps_only_and_every_step_is_reported(tmp_path: Path) -> None:
     recorder = RecordSteps()
-    run(new_state(4, 2), tmp_path, epochs=2, callbacks=recorder, sync_every_steps=3)
-    assert recorder.steps == [3, 6]  # 8 steps in all, read at multiples of 3
+    state = new_state(4, 2)
+    lrs = RecordLr(state)
+    run(state, tmp_path, epochs=2, callbacks=CallbackList([recorder, lrs]), sync_every_steps=3, progress_every_steps=2)
+    assert recorder.reads == [[1, 2, 3], [4], [5, 6], [7, 8]]  # multiples of 3, and each epoch's end
+    assert recorder.progress == [2, 4, 6, 8]  # progress reads nothing from the device
+    assert all(recorder.lrs[step] == lrs.before_step[step] for step in (3, 5, 7))  # each loss with the LR its step used
 
 
 def test_sparse_reads_still_name_the_first_nonfinite_step(tmp_path: Path) -> None:
@@ -239,9 +259,44 @@ def test_sparse_reads_still_name_the_first_nonfinite_step(tmp_path: Path) -> Non
     state.forward = poisoned
 
     class PoisonAtStep(TrainCallbacks):
-        def on_step(self, step: int, loss: float, lr: float) -> None:
+        def on_losses(self, losses: list[StepLoss]) -> None:
             poisoned.poisoned = True  # from the step after the first read (step 3) on
 
     with pytest.raises(NonFiniteLoss) as info:
         run(state, tmp_path, epochs=2, callbacks=PoisonAtStep(), sync_every_steps=3)
     assert "loss became nan at epoch 1, step 4" in info.value.message
+
+
+def _with_ema(state: TrainState, every_steps: int) -> TrainState:
+    state.ema = ModelEMA(state.model, decay=0.8, every_steps=every_steps)
+    return state
+
+
+def test_ema_every_k_steps_is_updated_at_multiples_of_k_and_resumes_exactly(tmp_path: Path) -> None:
+    straight = _with_ema(new_state(4, 2), every_steps=3)
+    run(straight, tmp_path / "a", epochs=2)
+    assert straight.ema.updates == 2  # steps 3 and 6 of 8
+
+    interrupted = _with_ema(new_state(4, 2), every_steps=3)
+    with pytest.raises(Interrupted):
+        run(interrupted, tmp_path / "b", epochs=2, callbacks=SignalAtStep(5))
+    resumed = _with_ema(new_state(4, 2), every_steps=3)
+    last = tmp_path / "b" / "checkpoints" / "last.pt"
+    restore_train_state(resumed, load_checkpoint(last, for_resume=True), last)
+    run(resumed, tmp_path / "b", epochs=2)
+    assert resumed.ema.updates == 2
+    assert_same_weights(weights(straight.ema.module), weights(resumed.ema.module))
+
+
+def test_l1_penalty_covers_only_layers_trainable_this_epoch(tmp_path: Path) -> None:
+    state = new_state(4, 1)
+    frozen = state.model[0]
+
+    def freeze_first_conv(epoch: int, model: nn.Module) -> None:
+        frozen.requires_grad_(False)
+
+    train, val = loaders()
+    settings = FitSettings(epochs=1, step=StepSettings(l1_weight=1e-3), before_epoch=freeze_first_conv)
+    fit(state, train, val, settings, files(tmp_path), {"config": {}})
+    assert all(w is not frozen.weight for w in state.penalised_weights)
+    assert [tuple(w.shape) for w in state.penalised_weights] == [(16, 8, 3, 3), (CLASSES, 16)]  # second conv, linear

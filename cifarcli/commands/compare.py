@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 import typer
 
 from cifarcli import runs
-from cifarcli.config import RunConfig
 
 
 def compare(
@@ -25,6 +24,7 @@ def compare(
     from rich.text import Text
 
     from cifarcli.commands.comparison import TERMINAL_COLUMNS, difference_cells, headline_cells, load_runs, write_comparison
+    from cifarcli.config import RunConfig
 
     compared = load_runs(targets)
     out_dir = out if out is not None else runs.create_unique_dir(RunConfig().root, f"compare-{runs.timestamp()}")

@@ -11,7 +11,7 @@ import numpy as np
 
 from cifarcli import fileio, runs
 from cifarcli import report_tables as tables
-from cifarcli.config import ExperimentConfig, config_to_yaml, load_config
+from cifarcli.config import ExperimentConfig, config_to_yaml, load_saved_config
 from cifarcli.engine.schedules import lr_trace
 from cifarcli.errors import ConfigError, UsageError
 from cifarcli.plots.html import Figure, ReportPage, Table, write_report_html
@@ -62,7 +62,7 @@ def load_run(path: Path, label: str) -> ComparedRun:
         if not (path / name).is_file():
             raise UsageError(f"{path} is not a run folder (no {name})", hint="pass folders made by `cifar train` or `cifar sweep`")
     try:
-        cfg = load_config(path / runs.CONFIG_FILE)
+        cfg = load_saved_config(path / runs.CONFIG_FILE)  # runs from before a setting was removed compare too
     except ConfigError as exc:
         raise UsageError(f"{path / runs.CONFIG_FILE}: {exc.message}", hint="it is written by `cifar train`; restore it") from exc
     info = fileio.read_json(path / runs.RUN_INFO_FILE) if (path / runs.RUN_INFO_FILE).is_file() else {}

@@ -24,10 +24,11 @@ from cifarcli.data.prepare import load_dataset
 from cifarcli.data.split import stratified_split
 from cifarcli.engine.checkpoint import load_checkpoint
 from cifarcli.engine.ema import ModelEMA
-from cifarcli.engine.loop import Predictions, StepSettings, TrainState, predict
+from cifarcli.engine.loop import StepSettings, TrainState
+from cifarcli.engine.predict import Predictions, predict
 from cifarcli.engine.trainer import RunFiles
 from cifarcli.engine.optim import build_optimizer
-from cifarcli.engine.precision import describe_precision, make_autocast, make_grad_scaler, resolve_device
+from cifarcli.engine.precision import Precision, make_autocast, make_grad_scaler, resolve_device, resolve_precision
 from cifarcli.engine.reproducibility import configure_determinism, seed_everything
 from cifarcli.engine.schedules import build_scheduler
 from cifarcli.errors import CheckpointError, RunError, UsageError
@@ -75,24 +76,28 @@ class DataBundle:
     test: DeviceLoader
 
 
+def eval_loader(
+    cfg: ExperimentConfig, arrays: CifarArrays, images: Any, targets: np.ndarray, num_classes: int, device: torch.device
+) -> DeviceLoader:
+    """An evaluation loader (normalise only, in order) over `images` with the run's batch size and memory format,
+    normalised with the data set's own statistics (`arrays`, from its manifest)."""
+    return DeviceLoader(np.asarray(images), targets, batch_size=cfg.data.eval_batch_size, num_classes=num_classes,
+                        mean=arrays.mean, std=arrays.std, device=device, channels_last=use_channels_last(cfg))  # fmt: skip
+
+
 def build_data(cfg: ExperimentConfig, device: torch.device, progress: bool = True) -> DataBundle:
     """Load (downloading if needed) the data set and build the train, validation and test loaders."""
     arrays = load_dataset(cfg.data, progress=progress)
     labels = select_labels(arrays, cfg.data.label_mode)
     train_idx, val_idx = stratified_split(labels.train, cfg.data.val_fraction, cfg.data.split_seed)
-    common = dict(num_classes=labels.num_classes, mean=arrays.mean, std=arrays.std, device=device,
-                  channels_last=use_channels_last(cfg, device))  # the data set's own statistics, from its manifest
     images = np.asarray(arrays.train_images)
     train = DeviceLoader(
         images[train_idx], labels.train[train_idx], batch_size=cfg.data.batch_size, augment=cfg.augment,
-        shuffle=True, drop_last=cfg.data.drop_last, seed=cfg.train.seed, **common,
+        shuffle=True, drop_last=cfg.data.drop_last, seed=cfg.train.seed, num_classes=labels.num_classes,
+        mean=arrays.mean, std=arrays.std, device=device, channels_last=use_channels_last(cfg),
     )  # fmt: skip
-    val = (
-        DeviceLoader(images[val_idx], labels.train[val_idx], batch_size=cfg.data.eval_batch_size, **common)
-        if len(val_idx)
-        else None
-    )
-    test = DeviceLoader(np.asarray(arrays.test_images), labels.test, batch_size=cfg.data.eval_batch_size, **common)
+    val = eval_loader(cfg, arrays, images[val_idx], labels.train[val_idx], labels.num_classes, device) if len(val_idx) else None
+    test = eval_loader(cfg, arrays, arrays.test_images, labels.test, labels.num_classes, device)
     return DataBundle(arrays, labels, train_idx, val_idx, train, val, test)
 
 
@@ -102,13 +107,24 @@ def steps_per_epoch(cfg: ExperimentConfig, data: DataBundle) -> int:
     return min(cfg.train.overfit_batches, batches) if cfg.train.overfit_batches else batches
 
 
-def use_channels_last(cfg: ExperimentConfig, device: torch.device) -> bool:
-    return cfg.train.channels_last and device.type == "cuda"
+def use_channels_last(cfg: ExperimentConfig) -> bool:
+    """Whether images and conv weights use channels_last (train.channels_last), on CUDA and on the
+    CPU alike: both have faster channels_last convolutions (see benchmarks/RESULTS.md)."""
+    return cfg.train.channels_last
+
+
+def memory_format_name(cfg: ExperimentConfig) -> str:
+    return "channels_last" if use_channels_last(cfg) else "contiguous (NCHW)"
+
+
+def run_precision(cfg: ExperimentConfig, device: torch.device) -> Precision:
+    """The run's autocast dtype and grad scaler for train.amp on this device, with the reason."""
+    return resolve_precision(device, cfg.train.amp)
 
 
 def run_autocast(cfg: ExperimentConfig, device: torch.device) -> Callable[[], ContextManager[Any]]:
     """A zero-argument factory of the run's autocast context."""
-    return make_autocast(device, cfg.train.amp, cfg.train.amp_on_cpu)
+    return make_autocast(run_precision(cfg, device))
 
 
 def prepare_model(cfg: ExperimentConfig, num_classes: int, device: torch.device) -> nn.Module:
@@ -116,7 +132,7 @@ def prepare_model(cfg: ExperimentConfig, num_classes: int, device: torch.device)
     configure_determinism(cfg.train.deterministic)
     seed_everything(cfg.train.seed)
     model = build_model(cfg.model, num_classes, cfg.data.image_size).to(device)
-    if use_channels_last(cfg, device):
+    if use_channels_last(cfg):
         model = model.to(memory_format=torch.channels_last)
     return model
 
@@ -126,9 +142,9 @@ def build_train_state(cfg: ExperimentConfig, model: nn.Module, steps_per_epoch: 
     optimizer = build_optimizer(model, cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch, cfg.train.epochs)
     forward = torch.compile(model) if cfg.train.compile else model
-    ema = ModelEMA(model, cfg.train.ema_decay) if cfg.train.ema_decay is not None else None
+    ema = ModelEMA(model, cfg.train.ema_decay, cfg.train.ema_every_steps) if cfg.train.ema_decay is not None else None
     return TrainState(model=model, forward=forward, optimizer=optimizer, scheduler=scheduler,
-                      scaler=make_grad_scaler(device, cfg.train.amp), ema=ema)  # fmt: skip
+                      scaler=make_grad_scaler(run_precision(cfg, device)), ema=ema)  # fmt: skip
 
 
 def step_settings(cfg: ExperimentConfig, device: torch.device) -> StepSettings:
@@ -139,7 +155,8 @@ def step_settings(cfg: ExperimentConfig, device: torch.device) -> StepSettings:
         grad_clip_value=cfg.train.grad_clip_value,
         skip_nonfinite=cfg.train.nonfinite_loss == "skip",
         autocast=run_autocast(cfg, device),
-        sync_every_steps=cfg.train.log_every_steps,
+        sync_every_steps=cfg.train.sync_every_steps,
+        progress_every_steps=cfg.train.progress_every_steps,
     )
 
 
@@ -196,7 +213,7 @@ def load_trained_model(
             f"{path} does not match model {cfg.model.name} with {num_classes} classes ({first})",
             hint="evaluate it with the config it was trained with (its run folder's config.yaml)",
         ) from exc
-    if use_channels_last(cfg, device):  # the loaders feed channels_last batches on CUDA
+    if use_channels_last(cfg):  # the loaders feed channels_last batches then
         model = model.to(memory_format=torch.channels_last)
     model.eval()
     return LoadedRun(cfg=cfg, model=model, checkpoint=checkpoint, device=device, path=path)
@@ -252,9 +269,16 @@ def run_info(cfg: ExperimentConfig, data: DataBundle, device: torch.device) -> d
         "test_images": int(len(data.labels.test)),
         "steps_per_epoch": steps_per_epoch(cfg, data),
         "device": str(device),
-        "precision": describe_precision(device, cfg.train.amp, cfg.train.amp_on_cpu),
+        **precision_facts(cfg, device),
         "torch": torch.__version__,
     }
+
+
+def precision_facts(cfg: ExperimentConfig, device: torch.device) -> dict[str, str]:
+    """What the run computes in and why, and its memory format: for the run header and run_info.json."""
+    precision = run_precision(cfg, device)
+    return {"precision": precision.description, "precision_reason": precision.reason,
+            "memory_format": memory_format_name(cfg)}  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -285,6 +309,6 @@ def test_images(
     """A few test images by index, raw and as model inputs (without moving the whole data set)."""
     raw = np.asarray(arrays.test_images)[indices]
     loader = DeviceLoader(raw, labels.test[indices], batch_size=max(1, len(indices)), num_classes=labels.num_classes,
-                          mean=arrays.mean, std=arrays.std, device=device, channels_last=use_channels_last(cfg, device))  # fmt: skip
+                          mean=arrays.mean, std=arrays.std, device=device, channels_last=use_channels_last(cfg))  # fmt: skip
     inputs, _ = next(iter(loader))
     return PickedImages(raw, labels.test[indices], inputs)

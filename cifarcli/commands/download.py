@@ -8,8 +8,6 @@ import typer
 
 from cifarcli import escape
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_config
-from cifarcli.config import CUSTOM_DATASET_NAMES
-from cifarcli.data.prepare import prepare_dataset
 from cifarcli.errors import UsageError
 
 
@@ -46,6 +44,9 @@ def download(
 
     Offline: cifar download --source ~/Downloads/cifar-10-python.tar.gz
     """
+    from cifarcli.config import CUSTOM_DATASET_NAMES
+    from cifarcli.data.prepare import prepare_dataset
+
     flags = {"data.dataset": dataset, "data.source": source, "data.md5": md5, "data.verify": False if no_verify else None}
     cfg = resolve_config(config, overrides, print_config, flags)
     if cfg.data.dataset in CUSTOM_DATASET_NAMES:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from cifarcli import escape, runs
-from cifarcli.commands import compose
-from cifarcli.commands.evaluation import evaluate_split, print_summary, write_evaluation
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_trained_run
-from cifarcli.commands.progress import make_console, print_written
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def evaluate(
@@ -27,12 +26,16 @@ def evaluate(
 
     Example: cifar evaluate runs/20261121-093000-resnet9-cifar10 --set eval.tta_flip=true
     """
+    from cifarcli.commands import compose
+    from cifarcli.commands.evaluation import build_eval_data, evaluate_split, print_summary, write_evaluation
+    from cifarcli.commands.progress import make_console, print_written
+
     trained = resolve_trained_run(target, config, overrides, print_config, ema)
     path, checkpoint, cfg = trained.path, trained.checkpoint, trained.cfg
     run_dir = runs.run_dir_of(path)
     with runs.locked(run_dir):
         device = compose.device_for(cfg)
-        data = compose.build_data(cfg, device, progress=not quiet)
+        data = build_eval_data(cfg, device, progress=not quiet)
         compose.check_checkpoint_classes(checkpoint, data.labels, path)
         run = compose.load_trained_model(path, cfg, device, use_ema=ema, checkpoint=checkpoint)
         with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
@@ -48,6 +51,8 @@ def evaluate(
 
 
 def _per_class_table(summary: dict) -> Table:
+    from rich.table import Table
+
     table = Table(title="per class", title_justify="left")
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")

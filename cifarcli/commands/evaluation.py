@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 
 from cifarcli import fileio, records, runs
-from cifarcli.commands.compose import DataBundle, LoadedRun, run_predictions
+from cifarcli.commands.compose import DataBundle, LabelSet, LoadedRun, eval_loader, run_predictions, select_labels
 from cifarcli.commands.progress import metrics_table
-from cifarcli.config import EvalConfig
+from cifarcli.config import EvalConfig, ExperimentConfig
+from cifarcli.data.cache import CifarArrays
+from cifarcli.data.loader import DeviceLoader
+from cifarcli.data.prepare import load_dataset
+from cifarcli.data.split import stratified_split
 from cifarcli.errors import UsageError
 from cifarcli.metrics import evaluation_summary
 from cifarcli.report_tables import damaged
@@ -18,19 +24,51 @@ from cifarcli.report_tables import damaged
 PREDICTION_COLUMNS = ["index", "true", "predicted", "confidence", "true_probability"]
 
 
-def evaluate_split(run: LoadedRun, data: DataBundle, settings: EvalConfig) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Score `settings.split` ("test" or "val"); returns the summary, confusion matrix and prediction rows.
+@dataclass(frozen=True)
+class EvalData:
+    """The one split a trained model is scored on, with the data set's arrays and labels."""
+
+    arrays: CifarArrays
+    labels: LabelSet
+    split: str  # "test" or "val"
+    loader: DeviceLoader
+    indices: np.ndarray  # each image's index: into the test set, or into the training set for "val"
+
+
+def _no_validation_split() -> UsageError:
+    return UsageError("eval.split is val but data.val_fraction is 0, so there is no validation split", hint="use --set eval.split=test")
+
+
+def build_eval_data(cfg: ExperimentConfig, device: torch.device, progress: bool = True) -> EvalData:
+    """Load the data set and build the loader of `cfg.eval.split` only: no training loader, no augmentation."""
+    arrays = load_dataset(cfg.data, progress=progress)
+    labels = select_labels(arrays, cfg.data.label_mode)
+    if cfg.eval.split == "test":
+        loader = eval_loader(cfg, arrays, arrays.test_images, labels.test, labels.num_classes, device)
+        return EvalData(arrays, labels, "test", loader, np.arange(len(labels.test)))
+    _, val_idx = stratified_split(labels.train, cfg.data.val_fraction, cfg.data.split_seed)
+    if not len(val_idx):
+        raise _no_validation_split()
+    loader = eval_loader(cfg, arrays, np.asarray(arrays.train_images)[val_idx], labels.train[val_idx], labels.num_classes, device)
+    return EvalData(arrays, labels, "val", loader, val_idx)
+
+
+def eval_data_of(data: DataBundle, split: str) -> EvalData:
+    """The `split` ("test" or "val") of a training run's data, as `build_eval_data` gives it."""
+    if split == "test":
+        return EvalData(data.arrays, data.labels, "test", data.test, np.arange(len(data.labels.test)))
+    if data.val is None:
+        raise _no_validation_split()
+    return EvalData(data.arrays, data.labels, "val", data.val, data.val_indices)
+
+
+def evaluate_split(run: LoadedRun, data: EvalData, settings: EvalConfig) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Score the split of `data`; returns the summary, confusion matrix and prediction rows.
 
     Prediction rows index into the split: the test set, or the training set for "val".
     """
-    split, tta_flip = settings.split, settings.tta_flip
-    if split == "val":
-        if data.val is None:
-            raise UsageError("eval.split is val but data.val_fraction is 0, so there is no validation split", hint="use --set eval.split=test")
-        loader, indices = data.val, data.val_indices
-    else:
-        loader, indices = data.test, np.arange(len(data.labels.test))
-    predictions = run_predictions(run, loader, tta_flip)
+    split, tta_flip, indices = data.split, settings.tta_flip, data.indices
+    predictions = run_predictions(run, data.loader, tta_flip)
     summary, matrix = evaluation_summary(
         predictions.probabilities, predictions.targets, data.labels.class_names, predictions.loss,
         data.labels.fine_to_coarse if settings.superclass else None, data.labels.superclass_names,

@@ -13,7 +13,6 @@ from cifarcli import fileio
 from cifarcli.commands import compose
 from cifarcli.commands.options import TrainedRun
 from cifarcli.config import ExperimentConfig
-from cifarcli.data.loader import DeviceLoader
 from cifarcli.data.prepare import load_dataset
 from cifarcli.data.split import stratified_split
 from cifarcli.engine.landscape import ProgressCallback, filter_normalized_directions, grid_coordinates, loss_surface
@@ -48,9 +47,7 @@ def evaluation_batches(cfg: ExperimentConfig, device: torch.device) -> list[tupl
                              hint="use --set landscape.split=train or test")  # fmt: skip
         images, targets = np.asarray(arrays.train_images)[chosen], labels.train[chosen]
     count = min(len(targets), cfg.landscape.batches * cfg.data.eval_batch_size)
-    loader = DeviceLoader(images[:count], targets[:count], batch_size=cfg.data.eval_batch_size, num_classes=labels.num_classes,
-                          mean=arrays.mean, std=arrays.std, device=device, channels_last=compose.use_channels_last(cfg, device))  # fmt: skip
-    return list(loader)
+    return list(compose.eval_loader(cfg, arrays, images[:count], targets[:count], labels.num_classes, device))
 
 
 def compute_landscape(trained: TrainedRun, on_point: ProgressCallback) -> Landscape:

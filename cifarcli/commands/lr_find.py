@@ -1,30 +1,23 @@
-"""`cifar lr-find`: the LR range test, written to a run folder; and `train --lr-from`, which reads it back."""
+"""`cifar lr-find`: the LR range test, written to a run folder (`--lr-from` of `cifar train` reads it back)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-from rich.table import Table
 
-from cifarcli import escape, fileio, runs
-from cifarcli.commands import compose
+from cifarcli import escape, fileio
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_config
-from cifarcli.commands.progress import make_console, print_written
-from cifarcli.config import ExperimentConfig, config_to_yaml, config_with
-from cifarcli.engine.lr_finder import LrFindResult, find_lr
-from cifarcli.engine.optim import build_optimizer
-from cifarcli.engine.precision import make_grad_scaler
-from cifarcli.errors import DamagedFileError, RunError, UsageError
-from cifarcli.plots.lr_find import plot_lr_find
+from cifarcli.errors import DamagedFileError, UsageError
 
-LR_FIND_CSV = "lr_find.csv"
-LR_FIND_JSON = "lr_find.json"
-LR_FIND_PNG = "lr_find.png"
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from cifarcli.config import ExperimentConfig
+
+LR_FIND_JSON = "lr_find.json"  # written by lr-find, read back by `cifar train --lr-from`
 
 LrFromOption = Annotated[
     Optional[Path],
@@ -45,17 +38,27 @@ def lr_find(
 
     Example: cifar lr-find -c cifar100-resnet34 --set lr_find.end_lr=1
     """
+    cfg = resolve_config(config, overrides, print_config)  # before the heavy imports: --print-config stays fast
+    from cifarcli import runs
+    from cifarcli.commands import compose
+    from cifarcli.commands.lr_find_results import LR_FIND_PNG, suggestion_table, sweep_progress, write_lr_find
+    from cifarcli.commands.progress import make_console, print_written
+    from cifarcli.config import config_to_yaml
+    from cifarcli.engine.lr_finder import find_lr
+    from cifarcli.engine.optim import build_optimizer
+    from cifarcli.engine.precision import make_grad_scaler
+    from cifarcli.errors import RunError
+
     console = make_console(quiet)
-    cfg = resolve_config(config, overrides, print_config)
     device = compose.device_for(cfg)
     data = compose.build_data(cfg, device, progress=not quiet)
     model = compose.prepare_model(cfg, data.labels.num_classes, device)
     optimizer = build_optimizer(model, cfg.optim)
-    with _sweep_progress(console) as progress:
+    with sweep_progress(console) as progress:
         task = progress.add_task("sweep", total=cfg.lr_find.num_iter, lr="-", loss="-")
         result = find_lr(
             model, data.train, optimizer, compose.step_settings(cfg, device), cfg.lr_find,
-            scaler=make_grad_scaler(device, cfg.train.amp),
+            scaler=make_grad_scaler(compose.run_precision(cfg, device)),
             on_step=lambda step, lr, loss: progress.update(task, advance=1, lr=f"{lr:.2e}", loss=f"{loss:.4f}"),
         )  # fmt: skip
     run_dir = runs.create_run_dir(cfg.run.root, f"{cfg.run.name}-lr-find")  # only once there is something to keep
@@ -75,60 +78,10 @@ def lr_find(
     typer.echo(f"use it: cifar train --lr-from {escape.terminal(run_dir / LR_FIND_JSON)} (with the same -c/--set)")
 
 
-def _sweep_progress(console: Console) -> Progress:
-    """A transient progress bar on a terminal; disabled elsewhere and with --quiet."""
-    return Progress(
-        TextColumn("[bold]lr-find"), BarColumn(), MofNCompleteColumn(), TextColumn("lr {task.fields[lr]}  loss {task.fields[loss]}"),
-        console=console, transient=True, disable=not console.is_terminal or console.quiet,
-    )  # fmt: skip
-
-
-def lr_find_summary(cfg: ExperimentConfig, result: LrFindResult) -> dict[str, Any]:
-    """What lr_find.json holds: the chosen suggestion, all suggestions, why it stopped, the config."""
-    chosen = result.suggestions[cfg.lr_find.suggestion]
-    return {
-        "chosen": {"name": chosen.name, "lr": chosen.lr} if chosen.lr is not None else None,
-        "suggestions": {
-            name: {"lr": s.lr, "step": s.index, "note": s.note} for name, s in result.suggestions.items()
-        },
-        "stop_reason": result.stop_reason,
-        "stopped_early": result.stopped_early,
-        "steps": result.steps,
-        "lowest_smoothed_loss": float(min(result.smoothed_losses)) if result.steps else None,
-        "config": cfg.model_dump(mode="json"),
-    }
-
-
-def write_lr_find(run_dir: Path, cfg: ExperimentConfig, result: LrFindResult) -> list[Path]:
-    """Write lr_find.csv, lr_find.json and lr_find.png into `run_dir`; return their paths."""
-    csv_path, json_path = run_dir / LR_FIND_CSV, run_dir / LR_FIND_JSON
-    rows = zip(result.lrs.tolist(), result.losses.tolist(), result.smoothed_losses.tolist())
-    fileio.write_csv(csv_path, ["lr", "loss", "smoothed_loss"], rows)
-    fileio.write_json(json_path, lr_find_summary(cfg, result))
-    title = f"LR range test: {cfg.model.name}, {cfg.optim.name}, {cfg.lr_find.mode} sweep ({result.steps} steps)\n{result.stop_reason}"
-    chosen = result.suggestions[cfg.lr_find.suggestion]
-    png_path = plot_lr_find(
-        result.lrs, result.losses, result.smoothed_losses, {n: s.lr for n, s in result.suggestions.items()},
-        run_dir / LR_FIND_PNG, chosen=chosen.name, title=title,
-        note="" if chosen.lr is not None else f"no {chosen.name} suggestion: {chosen.note}",
-    )  # fmt: skip
-    return [run_dir / runs.CONFIG_FILE, csv_path, json_path, png_path]
-
-
-def suggestion_table(result: LrFindResult, chosen: str) -> Table:
-    """The suggestions, one row each, the chosen one marked."""
-    table = Table(title="suggested peak LR (optim.lr)", title_justify="left")
-    for column in ("", "suggestion", "lr", "how"):
-        table.add_column(column, justify="right" if column == "lr" else "left")
-    for name, suggestion in result.suggestions.items():
-        value = f"{suggestion.lr:.3g}" if suggestion.lr is not None else "-"
-        table.add_row("*" if name == chosen else "", name, value, suggestion.note)
-    table.caption = f"* chosen by lr_find.suggestion={chosen}"
-    return table
-
-
 def config_with_lr_from(cfg: ExperimentConfig, path: Path, console: Console) -> ExperimentConfig:
     """`cfg` with optim.lr set to the chosen suggestion of the lr_find.json at `path` (recorded in lr_source)."""
+    from cifarcli.config import config_with
+
     if not path.is_file():
         raise UsageError(f"--lr-from {path}: no such file", hint=f"pass the {LR_FIND_JSON} written by `cifar lr-find`")
     try:

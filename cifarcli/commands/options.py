@@ -1,27 +1,22 @@
-"""The options every subcommand shares, and the one function that turns them into a config."""
+"""The options every subcommand shares, and the one function that turns them into a config.
+
+Only typer is imported at the top: the command modules import these option types while
+`cifar --help` is being built, so the config schema (pydantic) and torch load on first use.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from cifarcli.config import (
-    ExperimentConfig,
-    apply_override,
-    config_to_yaml,
-    config_with,
-    flatten_tree,
-    parse_override,
-    read_yaml_mapping,
-    resolve_config_path,
-    validate_config,
-)
 from cifarcli import runs
-from cifarcli.engine.checkpoint import load_checkpoint
 from cifarcli.errors import CheckpointError, ConfigError, UsageError
+
+if TYPE_CHECKING:
+    from cifarcli.config import ExperimentConfig
 
 ConfigOption = Annotated[
     Optional[Path],
@@ -55,6 +50,8 @@ def resolve_config(
     Validating once lets flags and `--set` change fields that must agree (data.dataset and
     data.path). With --print-config, print the result and exit 0.
     """
+    from cifarcli.config import apply_override, parse_override, read_yaml_mapping, resolve_config_path, validate_config
+
     tree = read_yaml_mapping(resolve_config_path(config))
     for text in overrides or []:
         apply_override(tree, *parse_override(text))
@@ -68,6 +65,8 @@ def resolve_config(
 
 def print_config_and_exit(cfg: ExperimentConfig, print_config: bool) -> None:
     """For --print-config: print the resolved config as YAML and exit 0 (no-op otherwise)."""
+    from cifarcli.config import config_to_yaml
+
     if print_config:
         typer.echo(config_to_yaml(cfg), nl=False)
         raise typer.Exit(0)
@@ -76,7 +75,7 @@ def print_config_and_exit(cfg: ExperimentConfig, print_config: bool) -> None:
 # Settings that change how a trained model is scored or shown, never what was trained.
 EVALUATION_SETTINGS = (
     "eval.", "report.", "visualize.", "landscape.", "data.eval_batch_size", "data.device", "data.root",
-    "data.source", "data.md5", "data.verify", "train.amp", "train.amp_on_cpu",
+    "data.source", "data.md5", "data.verify", "train.amp",
 )  # fmt: skip
 
 
@@ -92,6 +91,8 @@ def resolve_saved_config(
     From a `-c` file only the evaluation settings are read; a `--set` of anything else is an
     error, because it would describe a model other than the one in the checkpoint.
     """
+    from cifarcli.config import config_with, flatten_tree, parse_override, read_yaml_mapping, resolve_config_path
+
     changes: dict[str, Any] = {}
     if config is not None:
         tree = read_yaml_mapping(resolve_config_path(config))
@@ -111,11 +112,16 @@ def resolve_saved_config(
 
 
 def saved_config(checkpoint: dict[str, Any], path: Path) -> ExperimentConfig:
-    """The config a checkpoint of `cifar train` was trained with, validated; CheckpointError if this cifar cannot read it."""
+    """The config a checkpoint of `cifar train` was trained with, validated; CheckpointError if this cifar cannot read it.
+
+    Settings since removed (train.amp_on_cpu, train.log_every_steps) are read past, so older runs still load.
+    """
+    from cifarcli.config import validate_saved_config
+
     if "num_classes" not in checkpoint:
         raise CheckpointError(f"{path} is damaged: 'num_classes' is missing", hint="pass a checkpoint written by `cifar train`")
     try:
-        return validate_config(checkpoint["config"])
+        return validate_saved_config(checkpoint["config"])
     except ConfigError as exc:
         raise CheckpointError(f"{path} holds a config this cifar cannot read: {exc.message}") from exc
 
@@ -133,6 +139,8 @@ def resolve_trained_run(
     target: Path, config: Path | None, overrides: list[str] | None, print_config: bool, ema: bool = False
 ) -> TrainedRun:
     """Find and load the checkpoint of a run folder (or file), and resolve its evaluation settings."""
+    from cifarcli.engine.checkpoint import load_checkpoint
+
     path = runs.find_checkpoint(target)
     checkpoint = load_checkpoint(path)
     cfg = resolve_saved_config(saved_config(checkpoint, path), config, overrides, print_config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Iterable, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 import typer
 from rich.console import Console
@@ -13,8 +13,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cifarcli import escape
-from cifarcli.engine.loop import TrainState
-from cifarcli.engine.trainer import TrainCallbacks
+from cifarcli.engine.callbacks import TrainCallbacks
+
+if TYPE_CHECKING:
+    from cifarcli.engine.loop import StepLoss, TrainState
 
 
 def make_console(quiet: bool = False, stderr: bool = True) -> Console:
@@ -81,14 +83,19 @@ class TrainingDisplay(TrainCallbacks):
             label = f"{epoch + 1}/{self.epochs}"
             self.task = self.progress.add_task("train", total=steps, epoch=label, loss="-", lr="-", speed="-")
 
-    def on_step(self, step: int, loss: float, lr: float) -> None:
-        """Called every few steps (train.log_every_steps), with the global step just finished."""
-        self.loss_ema = loss if math.isnan(self.loss_ema) else 0.9 * self.loss_ema + 0.1 * loss
+    def on_step(self, step: int, lr: float) -> None:
+        """Called every train.progress_every_steps steps, with the global step just finished."""
         if self.progress is not None and self.task is not None:
             elapsed = time.perf_counter() - self.epoch_started
             speed = (step - self.first_reported_step) * self.batch_size / elapsed if elapsed > 0 else 0.0
-            self.progress.update(self.task, completed=step - self.epoch_base_step, loss=f"{self.loss_ema:.4f}",
-                                 lr=f"{lr:.3g}", speed=f"{speed:,.0f}")  # fmt: skip
+            loss = "-" if math.isnan(self.loss_ema) else f"{self.loss_ema:.4f}"
+            self.progress.update(self.task, completed=step - self.epoch_base_step, loss=loss, lr=f"{lr:.3g}",
+                                 speed=f"{speed:,.0f}")  # fmt: skip
+
+    def on_losses(self, losses: list[StepLoss]) -> None:
+        """The losses read back at a sync (train.sync_every_steps): a smoothed loss for the bar."""
+        for record in losses:
+            self.loss_ema = record.loss if math.isnan(self.loss_ema) else 0.9 * self.loss_ema + 0.1 * record.loss
 
     def on_epoch_end(self, row: dict[str, float], is_best: bool) -> None:
         done = int(row["epoch"])

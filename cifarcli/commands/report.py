@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cifarcli import escape, fileio, runs
-from cifarcli.commands import compose
-from cifarcli.commands.evaluation import evaluate_split, read_evaluation_summary, write_evaluation
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_trained_run
-from cifarcli.commands.progress import make_console, print_written
-from cifarcli.commands.report_inputs import read_run_records
-from cifarcli.commands.report_pages import write_report
-from cifarcli.config import ExperimentConfig
-from cifarcli.data.cache import CifarArrays
-from cifarcli.data.prepare import load_dataset
 from cifarcli.errors import UsageError
+
+if TYPE_CHECKING:
+    from cifarcli.commands.compose import LabelSet
+    from cifarcli.config import ExperimentConfig
+    from cifarcli.data.cache import CifarArrays
 
 
 def report(
@@ -31,6 +28,12 @@ def report(
 
     Example: cifar report runs/20261121-093000-resnet9-cifar10
     """
+    from cifarcli.commands import compose
+    from cifarcli.commands.progress import make_console, print_written
+    from cifarcli.commands.report_inputs import read_run_records
+    from cifarcli.commands.report_pages import write_report
+    from cifarcli.data.prepare import load_dataset
+
     _check_is_run_folder(run_dir)
     trained = resolve_trained_run(run_dir, config, overrides, print_config)
     checkpoint_path, checkpoint, cfg = trained.path, trained.checkpoint, trained.cfg
@@ -55,10 +58,13 @@ def report(
 
 def _score(
     cfg: ExperimentConfig, checkpoint_path: Path, checkpoint: dict[str, Any], quiet: bool
-) -> tuple[CifarArrays, compose.LabelSet, list[Path]]:
+) -> tuple[CifarArrays, LabelSet, list[Path]]:
     """Score the checkpoint exactly as `cifar evaluate` does and write its files into the run folder."""
+    from cifarcli.commands import compose
+    from cifarcli.commands.evaluation import build_eval_data, evaluate_split, write_evaluation
+
     device = compose.device_for(cfg)
-    data = compose.build_data(cfg, device, progress=not quiet)
+    data = build_eval_data(cfg, device, progress=not quiet)
     compose.check_checkpoint_classes(checkpoint, data.labels, checkpoint_path)
     run = compose.load_trained_model(checkpoint_path, cfg, device, checkpoint=checkpoint)
     summary, matrix, rows = evaluate_split(run, data, cfg.eval)
@@ -78,6 +84,8 @@ def _check_is_run_folder(run_dir: Path) -> None:
 
 def _evaluation_needed(run_dir: Path, cfg: ExperimentConfig) -> str:
     """Why the run must be scored again ("" when its saved evaluation can be used)."""
+    from cifarcli.commands.evaluation import read_evaluation_summary
+
     files = (runs.EVALUATION_FILE, runs.CONFUSION_FILE, runs.PREDICTIONS_FILE)
     missing = [name for name in files if not (run_dir / name).is_file()]
     if missing:

@@ -9,7 +9,6 @@ import typer
 
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_config
 from cifarcli.errors import RunError, UsageError
-from cifarcli.sweeps.spec import build_spec
 
 DEFAULT_ROOT = Path("sweeps")
 
@@ -46,19 +45,24 @@ def sweep(
 
     Example: cifar sweep -c default --grid optim.lr=0.1,0.01,0.001,0.0001
     """
-    from cifarcli.commands.progress import make_console
-    from cifarcli.commands.sweeping import resume_sweep, start_sweep
-
-    console = make_console(quiet)
     if resume is not None:
         given = [flag for flag, value in (("--config", config), ("--set", overrides), ("--grid", grid), ("--space", space),
                  ("--variants", variants), ("--trials", trials), ("--seed", seed), ("--prune", prune), ("--name", name))
                  if value not in (None, False, [])]  # fmt: skip
         if given:
             raise UsageError(f"--resume continues a sweep as it was defined; drop {', '.join(given)}", hint=f"its definition: {resume / 'sweep.json'}")
+        base = None
+    else:
+        base = resolve_config(config, overrides, print_config)  # before the heavy imports: --print-config stays fast
+    # Imported once the command line is checked: optuna, torch and matplotlib load here, not at start-up.
+    from cifarcli.commands.progress import make_console
+    from cifarcli.commands.sweeping import resume_sweep, start_sweep
+    from cifarcli.sweeps.spec import build_spec
+
+    console = make_console(quiet)
+    if base is None:
         outcome = resume_sweep(resume, storage, console, verbose and not quiet)
     else:
-        base = resolve_config(config, overrides, print_config)
         spec = build_spec(base, grid or [], space, variants, trials, seed, prune, name)
         outcome = start_sweep(spec, base, root, storage, console, verbose and not quiet)
     best = outcome.best

@@ -20,10 +20,10 @@ from cifarcli import fileio, runs
 from cifarcli.commands.progress import TrainingDisplay, format_seconds
 from cifarcli.commands.sweep_pages import write_sweep_outputs
 from cifarcli.commands.training import run_training
-from cifarcli.config import ExperimentConfig, config_with, validate_config
+from cifarcli.config import ExperimentConfig, config_with, validate_saved_config
 from cifarcli.data.prepare import load_dataset
 from cifarcli.engine.checkpoint import load_checkpoint
-from cifarcli.engine.trainer import CallbackList, TrainCallbacks
+from cifarcli.engine.callbacks import CallbackList, TrainCallbacks
 from cifarcli.errors import ConfigError, Interrupted, UsageError
 from cifarcli.sweeps import study as sweep_study
 from cifarcli.sweeps import trials as sweep_trials
@@ -76,7 +76,7 @@ def resume_sweep(folder: Path, storage_url: Optional[str], console: Console, ver
             raise UsageError(f"{folder / SWEEP_FILE} does not keep the storage's password",
                              hint=f"pass it again: cifar sweep --resume {folder} --storage URL")  # fmt: skip
     try:
-        base = validate_config(saved["base_config"])
+        base = validate_saved_config(saved["base_config"])  # a sweep begun before a setting was removed resumes too
     except ConfigError as exc:
         raise UsageError(f"{folder / SWEEP_FILE}: its base config no longer validates ({exc.message})") from exc
     store = sweep_study.open_storage(storage_url or sweep_study.default_storage_url(folder))

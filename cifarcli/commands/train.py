@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from cifarcli import escape, runs
-from cifarcli.commands import compose
-from cifarcli.commands.evaluation import print_summary
 from cifarcli.commands.lr_find import LrFromOption, config_with_lr_from
 from cifarcli.commands.options import (
     ConfigOption, PrintConfigOption, SetOption, print_config_and_exit, resolve_config, saved_config,
 )  # fmt: skip
-from cifarcli.commands.progress import TrainingDisplay, make_console, print_written
-from cifarcli.commands.training import run_training
-from cifarcli.config import ExperimentConfig, config_differences, load_config
-from cifarcli.engine.checkpoint import load_checkpoint
-from cifarcli.engine.loop import TrainState
 from cifarcli.errors import ConfigError, DamagedFileError, UsageError
-from cifarcli.models import render_summary
+
+if TYPE_CHECKING:
+    from cifarcli.config import ExperimentConfig
+    from cifarcli.engine.loop import TrainState
 
 
 def train(
@@ -36,7 +32,6 @@ def train(
 
     Example: cifar train -c cifar100-resnet34 --set train.epochs=30
     """
-    console = make_console(quiet)
     with contextlib.ExitStack() as held:  # the run folder stays locked until training and scoring end
         if resume is not None:
             if config is not None or overrides or lr_from is not None:
@@ -48,14 +43,27 @@ def train(
         else:
             cfg = resolve_config(config, overrides, print_config and lr_from is None)
             if lr_from is not None:
-                cfg = config_with_lr_from(cfg, lr_from, console)
+                from cifarcli.commands.progress import make_console
+
+                cfg = config_with_lr_from(cfg, lr_from, make_console(quiet))
                 print_config_and_exit(cfg, print_config)
             saved = None
+
+        # Imported once the config is known: --print-config and config errors answer without torch.
+        from cifarcli.commands import compose
+        from cifarcli.commands.evaluation import print_summary
+        from cifarcli.commands.progress import TrainingDisplay, make_console, print_written
+        from cifarcli.commands.training import run_training
+        from cifarcli.models import render_summary
+
+        console = make_console(quiet)
 
         def announce(run_dir: Path, state: TrainState) -> None:
             if resume is not None:
                 console.print(f"resuming at epoch {state.epoch + 1}, step {state.batch_in_epoch + 1}")
             console.print(f"run folder: {escape.terminal(run_dir)}")
+            facts = compose.precision_facts(cfg, compose.device_for(cfg))
+            console.print(f"precision: {facts['precision']} ({facts['precision_reason']}); memory format: {facts['memory_format']}")
             if not quiet:
                 console.print(render_summary(compose.summary_at_start(cfg, state)))
 
@@ -76,8 +84,12 @@ def _resumed_run(run_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
 
     The checkpoint is the truth: its config is the one trained with. RUN/config.yaml must say
     the same; an edited one is refused, naming the keys that differ, since training on with it
-    would crash on a size mismatch or silently change the recipe part-way.
+    would crash on a size mismatch or silently change the recipe part-way. Both are read past
+    settings a newer cifar removed (`validate_saved_config`), so a run from before still resumes.
     """
+    from cifarcli.config import config_differences, load_saved_config
+    from cifarcli.engine.checkpoint import load_checkpoint
+
     config_file, last = run_dir / runs.CONFIG_FILE, runs.checkpoint_path(run_dir, runs.LAST_CHECKPOINT)
     if not config_file.is_file():
         raise UsageError(f"cannot resume {run_dir}: no {runs.CONFIG_FILE} there", hint="pass a folder created by `cifar train`")
@@ -86,7 +98,7 @@ def _resumed_run(run_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
     saved = load_checkpoint(last, for_resume=True)
     cfg = saved_config(saved, last)
     try:
-        written = load_config(config_file)
+        written = load_saved_config(config_file)
     except ConfigError as exc:
         raise DamagedFileError(f"cannot resume {run_dir}: {config_file} does not validate ({exc.message})",
                                hint=f"undo the edit to {runs.CONFIG_FILE}: --resume trains on with the checkpoint's config") from exc  # fmt: skip

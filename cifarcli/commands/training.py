@@ -11,11 +11,12 @@ import torch
 
 from cifarcli import fileio, runs
 from cifarcli.commands import compose
-from cifarcli.commands.evaluation import evaluate_split, write_evaluation
+from cifarcli.commands.evaluation import eval_data_of, evaluate_split, write_evaluation
 from cifarcli.config import ExperimentConfig, config_to_yaml
 from cifarcli.engine.loop import TrainState
 from cifarcli.engine.tensorboard import TensorBoardLogger
-from cifarcli.engine.trainer import CallbackList, FitResult, FitSettings, TrainCallbacks, fit, restore_train_state
+from cifarcli.engine.callbacks import CallbackList, TrainCallbacks
+from cifarcli.engine.trainer import FitResult, FitSettings, fit, restore_train_state
 from cifarcli.errors import CheckpointError
 from cifarcli.plots.confusion import plot_confusion_matrix
 
@@ -42,7 +43,7 @@ def train_and_score(
     display: TrainCallbacks,
 ) -> TrainingOutcome:  # fmt: skip
     """Train to the end (TensorBoard logging if configured), then score the best checkpoint on the test set."""
-    logger = TensorBoardLogger(run_dir / runs.TENSORBOARD_DIR, cfg.train.log_every_steps) if cfg.run.tensorboard else None
+    logger = TensorBoardLogger(run_dir / runs.TENSORBOARD_DIR, cfg.train.tensorboard_every_steps) if cfg.run.tensorboard else None
     try:
         if logger is not None:
             logger.log_image_grid("augmented_train_batch", compose.preview_augmented(cfg, data, count=32))
@@ -52,7 +53,7 @@ def train_and_score(
             result = fit(state, data.train, data.val, fit_settings(cfg, device), compose.run_files(run_dir), extra, callbacks)
         best = compose.load_trained_model(result.best_checkpoint, cfg, device)
         with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
-            summary, matrix, rows = evaluate_split(best, data, cfg.eval.model_copy(update={"split": "test"}))
+            summary, matrix, rows = evaluate_split(best, eval_data_of(data, "test"), cfg.eval)
         written = write_evaluation(run_dir, summary, matrix, rows, data.labels.class_names)
         figure = plot_confusion_matrix(matrix, data.labels.class_names, run_dir / "confusion_matrix.png")
         written.append(figure)

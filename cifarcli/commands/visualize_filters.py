@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
-import numpy as np
-import torch
 import typer
-from torch import nn
 
 from cifarcli import escape, runs
-from cifarcli.commands import compose
 from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption, resolve_trained_run
-from cifarcli.commands.progress import make_console, print_written
-from cifarcli.config import VisualizeConfig
-from cifarcli.data.prepare import load_dataset
-from cifarcli.engine.conv_geometry import stride_padding_maps
-from cifarcli.engine.explain import GradCam, grad_cam, layer_activations
 from cifarcli.errors import UsageError
-from cifarcli.models import conv_layer_names, find_layer, first_conv, last_conv_layer_name
-from cifarcli.plots.filters import ImageCaption, plot_feature_maps, plot_filters, plot_gradcam
-from cifarcli.plots.stride_padding import plot_stride_padding
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from cifarcli.config import VisualizeConfig
+    from cifarcli.engine.explain import GradCam
+    from cifarcli.plots.filters import ImageCaption
 
 VISUALIZE_DIR = "visualize"  # inside the run folder, unless --out is given
 FILTERS_FILE = "filters.png"
@@ -51,6 +48,12 @@ def visualize_filters(
 
     Example: cifar visualize-filters runs/20261121-093000-resnet9-cifar10 --layer layer2.conv
     """
+    from cifarcli.commands import compose
+    from cifarcli.commands.progress import make_console, print_written
+    from cifarcli.data.prepare import load_dataset
+    from cifarcli.models import conv_layer_names, first_conv, last_conv_layer_name
+    from cifarcli.plots.filters import plot_feature_maps, plot_filters, plot_gradcam
+
     trained = resolve_trained_run(target, config, overrides, print_config, ema)
     path, checkpoint, cfg = trained.path, trained.checkpoint, trained.cfg
     device = compose.device_for(cfg)
@@ -70,6 +73,9 @@ def visualize_filters(
     picked = compose.test_images(cfg, arrays, labels, indices, device)
     out_dir = out if out is not None else runs.run_dir_of(path) / VISUALIZE_DIR
     if stride_padding:
+        from cifarcli.engine.conv_geometry import stride_padding_maps
+        from cifarcli.plots.stride_padding import plot_stride_padding
+
         captions_sp = [f"test #{i}: {labels.class_names[int(t)]}" for i, t in zip(indices, picked.labels)]
         with runs.locked(runs.run_dir_of(path)) if out is None else contextlib.nullcontext():
             figure = plot_stride_padding(picked.raw, stride_padding_maps(stem, picked.inputs), captions_sp,
@@ -92,6 +98,8 @@ def visualize_filters(
 
 def pick_test_images(test_count: int, cfg: VisualizeConfig) -> np.ndarray:
     """Test-set indices to show: `cfg.image_indices`, else `cfg.num_images` drawn with `cfg.image_seed` (sorted)."""
+    import numpy as np
+
     if cfg.image_indices is not None:
         wrong = [i for i in cfg.image_indices if not 0 <= i < test_count]
         if wrong or not cfg.image_indices:
@@ -108,6 +116,8 @@ def pick_test_images(test_count: int, cfg: VisualizeConfig) -> np.ndarray:
 
 def _layer_named(model: nn.Module, name: str, target: Path) -> nn.Module:
     """The module called `name`; an unknown name is a UsageError that lists the conv layers."""
+    from cifarcli.models import find_layer
+
     try:
         return find_layer(model, name)
     except UsageError as exc:
@@ -116,6 +126,8 @@ def _layer_named(model: nn.Module, name: str, target: Path) -> nn.Module:
 
 def _explain(model: nn.Module, layer: nn.Module, layer_name: str, inputs: torch.Tensor) -> tuple[np.ndarray, GradCam]:
     """Feature maps and Grad-CAM of `layer`; a layer without feature maps is named in the error."""
+    from cifarcli.engine.explain import grad_cam, layer_activations
+
     try:
         return layer_activations(model, layer, inputs), grad_cam(model, layer, inputs)
     except UsageError as exc:
@@ -123,6 +135,10 @@ def _explain(model: nn.Module, layer: nn.Module, layer_name: str, inputs: torch.
 
 
 def _captions(indices: np.ndarray, true_labels: np.ndarray, cam: GradCam, class_names: list[str]) -> list[ImageCaption]:
+    import numpy as np
+
+    from cifarcli.plots.filters import ImageCaption
+
     predicted = cam.predicted
     confidence = cam.probabilities[np.arange(len(predicted)), predicted]
     return [

@@ -3,7 +3,9 @@
 Images are N x 3 x H x W. Crop and flip work on any dtype (the loader applies them to uint8);
 the others take float images in [0, 1] and keep them there. All randomness comes from the
 `generator` argument, which must live on the images' device, so a seeded generator gives
-the same batch on every run.
+the same batch on every run. The one exception is MixUp/CutMix's Beta draws: a rejection
+sampler, it would read the device every round, so it runs on a seeded CPU `host_generator`
+and its values reach the device in one non-blocking copy.
 """
 
 from __future__ import annotations
@@ -185,6 +187,8 @@ def sample_beta(alpha: float, count: int, generator: torch.Generator) -> torch.T
     """`count` draws of Beta(alpha, alpha) on the generator's device: X / (X + Y) of two Gamma draws.
 
     Computed as sigmoid(log X - log Y) so that tiny alphas (draws near 0 or 1) do not underflow.
+    Pass a CPU generator in the training path: the rejection loop tests its draws on the
+    host every round, which on a GPU would be a sync per round.
     """
     boosted = alpha < 1  # Gamma(alpha) = Gamma(alpha + 1) * U^(1 / alpha)
     shape = alpha + 1 if boosted else alpha
@@ -213,6 +217,21 @@ def _log_gamma(shape: float, count: int, generator: torch.Generator) -> torch.Te
     return log_draw
 
 
+def _beta_draws(alphas: Sequence[float], count: int, host_generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """(len(alphas), count) Beta(alpha, alpha) draws made on the host (1 where alpha is 0), on `device`.
+
+    One copy for all of them: pinned and non-blocking on a GPU, so the device never waits for
+    the host and the host never waits for the device.
+    """
+    if host_generator.device.type != "cpu":
+        raise ValueError(f"the Beta draws need a CPU generator, got one on {host_generator.device}")
+    rows = [sample_beta(alpha, count, host_generator) if alpha > 0 else torch.ones(count) for alpha in alphas]
+    draws = torch.stack(rows)
+    if device.type == "cpu":
+        return draws
+    return draws.pin_memory().to(device, non_blocking=True)
+
+
 def mixup_cutmix(
     images: torch.Tensor,
     soft_targets: torch.Tensor,
@@ -221,6 +240,7 @@ def mixup_cutmix(
     probability: float,
     cutmix_share: float,
     generator: torch.Generator,
+    host_generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mix each image, with chance `probability`, with a random partner from the same batch.
 
@@ -228,9 +248,13 @@ def mixup_cutmix(
     partner covering about (1 - lam) of the image, lam ~ Beta(cutmix_alpha), placed fully
     inside. With both alphas > 0, `cutmix_share` of the mixed images use CutMix. Returns the
     images and targets weighted by each image's exact own share (blend weight or unpasted area).
+    The Beta values come from `host_generator` (a CPU generator; by default `generator` itself
+    when that is on the CPU), everything else from `generator`, on the images' device.
     """
     count, _, height, width = images.shape
     device = images.device
+    host_generator = generator if host_generator is None else host_generator
+    mixup_lam, cutmix_lam = _beta_draws((mixup_alpha, cutmix_alpha), count, host_generator, device)
     partner = torch.randperm(count, generator=generator, device=device)
     mixed = _chance(count, probability, generator)
     if mixup_alpha > 0 and cutmix_alpha > 0:
@@ -238,8 +262,6 @@ def mixup_cutmix(
     else:
         use_cutmix = torch.full((count,), cutmix_alpha > 0, device=device)
     ones = torch.ones(count, device=device)
-    mixup_lam = sample_beta(mixup_alpha, count, generator) if mixup_alpha > 0 else ones
-    cutmix_lam = sample_beta(cutmix_alpha, count, generator) if cutmix_alpha > 0 else ones
     own_weight = torch.where(mixed & ~use_cutmix, mixup_lam, ones)
     cut_area = torch.where(mixed & use_cutmix, 1 - cutmix_lam, torch.zeros_like(ones))
     box_height = (height * cut_area.sqrt()).round().long()
@@ -283,19 +305,26 @@ def augment_images(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Ge
 
 
 def augment_batch(
-    images: torch.Tensor, labels: torch.Tensor, cfg: AugmentConfig, epoch: int, num_classes: int, generator: torch.Generator
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    cfg: AugmentConfig,
+    epoch: int,
+    num_classes: int,
+    generator: torch.Generator,
+    host_generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Augment a uint8 N x 3 x H x W batch for training `epoch`; returns (float images in [0, 1], targets).
 
     Targets are the int64 labels, or, in every batch of an epoch where mixing is active,
     float N x num_classes soft targets whose rows sum to 1. Normalisation is left to the caller.
+    `host_generator` (CPU) draws the MixUp/CutMix Beta values; see `mixup_cutmix`.
     """
     out = augment_images(images, cfg, generator)
     if not mixing_active(cfg.mix, epoch):
         return out, labels
     one_hot = F.one_hot(labels, num_classes).to(torch.float32)
     mix = cfg.mix
-    return mixup_cutmix(out, one_hot, mix.mixup_alpha, mix.cutmix_alpha, mix.probability, mix.cutmix_share, generator)
+    return mixup_cutmix(out, one_hot, mix.mixup_alpha, mix.cutmix_alpha, mix.probability, mix.cutmix_share, generator, host_generator)
 
 
 def augment_preview(images: np.ndarray | torch.Tensor, cfg: AugmentConfig, seed: int) -> torch.Tensor:

@@ -27,6 +27,7 @@ from cifarcli.errors import DataError, UsageError
 # Distinct seed streams, so the epoch order does not depend on the augmentation settings.
 _SHUFFLE_STREAM = 0
 _AUGMENT_STREAM = 1
+_HOST_STREAM = 2  # the CPU generator of the MixUp/CutMix Beta draws
 
 
 def epoch_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
@@ -135,11 +136,14 @@ class DeviceLoader:
         labels or, in an epoch with MixUp/CutMix on, float soft targets N x num_classes."""
         order = self.epoch_indices()
         generator = self._generator(_AUGMENT_STREAM, rank=self.rank) if self.augment is not None else None
+        host_generator = self._generator(_HOST_STREAM, rank=self.rank, device=torch.device("cpu"))
         for start in range(0, order.shape[0], self.batch_size):
             batch_indices = order[start : start + self.batch_size]
             images, labels = self.images[batch_indices], self.labels[batch_indices]
             if self.augment is not None:
-                pixels, targets = augment_batch(images, labels, self.augment, self.epoch, self.num_classes, generator)
+                pixels, targets = augment_batch(
+                    images, labels, self.augment, self.epoch, self.num_classes, generator, host_generator
+                )
             else:
                 pixels, targets = to_unit_float(images), labels
             yield self._finish(pixels), targets
@@ -148,5 +152,6 @@ class DeviceLoader:
         out = normalize(pixels, self._mean_t, self._std_t).to(self.dtype)
         return out.contiguous(memory_format=torch.channels_last) if self.channels_last else out
 
-    def _generator(self, stream: int, rank: int) -> torch.Generator:
-        return torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, self.epoch, stream, rank))
+    def _generator(self, stream: int, rank: int, device: torch.device | None = None) -> torch.Generator:
+        seed = epoch_seed(self.seed, self.epoch, stream, rank)
+        return torch.Generator(device=device or self.device).manual_seed(seed)

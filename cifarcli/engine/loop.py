@@ -1,20 +1,20 @@
-"""One training epoch and one pass of predictions: the two loops everything else is built on."""
+"""One training epoch: the optimisation step and the loop that reads its losses back once per sync."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, ContextManager, Iterable, Optional
+from typing import Any, Callable, ContextManager, Iterable, NamedTuple, Optional
 
-import numpy as np
 import torch
 from torch import nn
 
 from cifarcli.engine.ema import ModelEMA
-from cifarcli.engine.losses import classification_loss, l1_penalty
+from cifarcli.engine.losses import classification_loss, l1_penalty, l1_weights
 from cifarcli.engine.precision import clip_gradients
 from cifarcli.errors import RunError
 
@@ -35,10 +35,12 @@ class StepSettings:
     grad_clip_value: Optional[float] = None
     skip_nonfinite: bool = False
     autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext
-    # Read the loss back from the device (check it is finite, report it) every this many steps.
-    # Reading waits for the device, so on a GPU a larger value keeps it busy; skip_nonfinite
-    # must look at every step's loss and so reads every step.
+    # Read the losses back from the device (check they are finite, report them) every this
+    # many global steps and at the end of the epoch. Reading waits for the device, so on a GPU
+    # a larger value keeps it busy; skip_nonfinite must look at every loss and reads every step.
     sync_every_steps: int = 1
+    # Report progress (step and LR, both known on the host) every this many global steps.
+    progress_every_steps: int = 1
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,18 @@ class TrainState:
     global_step: int = 0
     best_val_accuracy: float = -1.0
     history: list[dict[str, float]] = field(default_factory=list)
+    # Gathered once (and again by `gather_parameters` after layers are frozen or thawed), so
+    # that clipping and the L1 penalty walk no module tree in the step.
+    parameters: tuple[nn.Parameter, ...] = field(init=False, repr=False)
+    penalised_weights: tuple[nn.Parameter, ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.gather_parameters()
+
+    def gather_parameters(self) -> None:
+        """Collect the model's parameters and the trainable weights the L1 penalty covers."""
+        self.parameters = tuple(self.model.parameters())
+        self.penalised_weights = tuple(l1_weights(self.model))
 
     @property
     def lr(self) -> float:
@@ -90,7 +104,57 @@ class EpochStats:
         return self.images / self.seconds if self.seconds > 0 else 0.0
 
 
-StepCallback = Callable[[int, float, float], None]  # (global step, loss, lr)
+@dataclass(frozen=True)
+class StepLoss:
+    """One finished step's loss, read back from the device, and the LR that step used."""
+
+    step: int  # global step, counted from 1
+    loss: float
+    lr: float
+
+
+StepCallback = Callable[[int, float], None]  # (global step just finished, current LR): host values only
+LossesCallback = Callable[[list[StepLoss]], None]  # the steps read back at one sync, in order
+
+
+class _Pending(NamedTuple):
+    """A finished step whose loss and hits are still on the device."""
+
+    step: int
+    loss: torch.Tensor  # 0-dim, detached
+    hits: torch.Tensor  # 0-dim int64: correct predictions
+    lr: float  # the LR the step used
+    images: int
+
+
+@dataclass
+class _Window:
+    """The steps since the last read-back, still on the device, and the epoch's host-side sums."""
+
+    totals: EpochTotals
+    steps: list[_Pending] = field(default_factory=list)
+
+    def read_back(self, state: TrainState) -> list[StepLoss]:
+        """Copy the window's losses and hits to the host in one transfer, add them to the totals in
+        step order, and raise NonFiniteLoss naming the first step whose loss is NaN/inf."""
+        if not self.steps:
+            return []
+        losses = torch.stack([pending.loss for pending in self.steps]).double()
+        hits = torch.stack([pending.hits for pending in self.steps]).double()
+        values = torch.cat([losses, hits]).tolist()  # the one sync of the window
+        count = len(self.steps)
+        loss_sum, correct, images = self.totals.loss_sum, self.totals.correct, self.totals.images
+        read: list[StepLoss] = []
+        for pending, loss, hit in zip(self.steps, values[:count], values[count:]):
+            if not math.isfinite(loss):
+                raise _nonfinite_error(state, loss, pending.step)
+            loss_sum += loss * pending.images  # the same float64 sums, in the same order, as step by step
+            correct += int(hit)
+            images += pending.images
+            read.append(StepLoss(pending.step, loss, pending.lr))
+        self.totals = dataclasses.replace(self.totals, loss_sum=loss_sum, correct=correct, images=images)
+        self.steps = []
+        return read
 
 
 def train_one_epoch(
@@ -99,67 +163,64 @@ def train_one_epoch(
     settings: StepSettings,
     on_step: StepCallback | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    on_losses: LossesCallback | None = None,
 ) -> EpochStats:
     """Run the optimisation steps of one epoch (from `state.batch_in_epoch` on) and return its stats.
 
     The model must already be in train mode (the caller may keep some layers in eval mode).
-    Losses and hits are summed on the device and read back every `settings.sync_every_steps`
-    steps, where a NaN/inf loss raises NonFiniteLoss naming the first bad step and `on_step`
-    reports the current loss. Stops early, with `interrupted=True`, when `should_stop()` turns
-    true between steps.
+    Each step's loss and hits stay on the device until the next read-back, every
+    `settings.sync_every_steps` global steps and at the end: one transfer, then a NaN/inf loss
+    raises NonFiniteLoss naming its exact step, and `on_losses` receives the steps read.
+    `on_step` is called every `settings.progress_every_steps` steps with host values only. Stops
+    early, with `interrupted=True`, when `should_stop()` turns true between steps.
     """
     carried = state.epoch_totals if state.batch_in_epoch else EpochTotals()
-    device = next(state.model.parameters()).device
-    loss_sum = torch.tensor(carried.loss_sum, dtype=torch.float64, device=device)
-    correct = torch.tensor(carried.correct, dtype=torch.int64, device=device)
-    first_bad_step = torch.tensor(-1, dtype=torch.int64, device=device)
-    first_bad_loss = torch.zeros((), dtype=torch.float32, device=device)
-    images, skipped, done = carried.images, carried.skipped_steps, state.batch_in_epoch
+    window = _Window(carried)
+    state.gather_parameters()  # an epoch hook may have frozen or thawed layers
+    skipped, done = carried.skipped_steps, state.batch_in_epoch
     started = time.perf_counter()
-    every = 1 if settings.skip_nonfinite else max(1, settings.sync_every_steps)
+    every_sync = 1 if settings.skip_nonfinite else max(1, settings.sync_every_steps)
+    every_progress = max(1, settings.progress_every_steps)
+
+    def sync() -> None:
+        read = window.read_back(state)
+        if on_losses is not None and read:
+            on_losses(read)
+
     for inputs, targets in batches:
+        lr = state.lr
         if settings.skip_nonfinite:
             value, hits = optimisation_step(state, inputs, targets, settings)
-            loss = None if value is None else torch.tensor(value, dtype=torch.float64, device=device)
+            if value is None:
+                skipped += 1
+            else:  # already read back: kept as host tensors so the window sums them the same way
+                loss_value, hit_count = torch.tensor(value, dtype=torch.float64), torch.tensor(hits)
+                window.steps.append(_Pending(state.global_step, loss_value, hit_count, lr, inputs.shape[0]))
         else:
-            loss, hits = device_step(state, inputs, targets, settings)
-            newly_bad = (first_bad_step < 0) & ~torch.isfinite(loss)
-            first_bad_loss = torch.where(newly_bad, loss.float(), first_bad_loss)
-            first_bad_step.masked_fill_(newly_bad, state.global_step)
+            loss, hit_count = device_step(state, inputs, targets, settings)
+            window.steps.append(_Pending(state.global_step, loss, hit_count, lr, inputs.shape[0]))
         done += 1
-        if loss is None:
-            skipped += 1
-        else:
-            loss_sum += loss.double() * inputs.shape[0]
-            correct += hits
-            images += inputs.shape[0]
-        if state.global_step % every == 0:
-            _raise_if_nonfinite(state, first_bad_step, first_bad_loss)
-            if on_step is not None and loss is not None:
-                on_step(state.global_step, float(loss), state.lr)
+        if on_step is not None and state.global_step % every_progress == 0:
+            on_step(state.global_step, state.lr)
+        if state.global_step % every_sync == 0:
+            sync()
         if should_stop():
             break
-    _raise_if_nonfinite(state, first_bad_step, first_bad_loss)
+    sync()
     seconds = carried.seconds + (time.perf_counter() - started)
     interrupted = should_stop()
-    totals = EpochTotals(float(loss_sum), int(correct), images, skipped, seconds)
+    totals = dataclasses.replace(window.totals, skipped_steps=skipped, seconds=seconds)
     # An interrupted epoch's sums go into the checkpoint; a finished epoch leaves nothing to carry.
     state.epoch_totals = totals if interrupted else EpochTotals()
     return EpochStats(
-        loss=totals.loss_sum / images if images else math.nan,
-        accuracy=totals.correct / images if images else math.nan,
-        images=images,
+        loss=totals.loss_sum / totals.images if totals.images else math.nan,
+        accuracy=totals.correct / totals.images if totals.images else math.nan,
+        images=totals.images,
         seconds=seconds,
         batches_done=done,
         skipped_steps=skipped,
         interrupted=interrupted,
     )
-
-
-def _raise_if_nonfinite(state: TrainState, first_bad_step: torch.Tensor, first_bad_loss: torch.Tensor) -> None:
-    step = int(first_bad_step)
-    if step >= 0:
-        raise _nonfinite_error(state, float(first_bad_loss), step)
 
 
 def _nonfinite_error(state: TrainState, value: object, step: int) -> NonFiniteLoss:
@@ -177,8 +238,8 @@ def _forward_loss(
     with settings.autocast():
         logits = state.forward(inputs)
         loss = classification_loss(logits, targets, settings.label_smoothing)
-    if settings.l1_weight > 0:
-        loss = loss + settings.l1_weight * l1_penalty(state.model)
+    if settings.l1_weight > 0 and state.penalised_weights:
+        loss = loss + settings.l1_weight * l1_penalty(state.penalised_weights)
     return logits, loss
 
 
@@ -186,15 +247,13 @@ def _update(state: TrainState, loss: torch.Tensor, settings: StepSettings) -> No
     """Backward, clip, optimizer and scheduler step, EMA: everything after the loss."""
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
-    clip_gradients(
-        state.model.parameters(), state.scaler, state.optimizer, settings.grad_clip_norm, settings.grad_clip_value
-    )
+    clip_gradients(state.parameters, state.scaler, state.optimizer, settings.grad_clip_norm, settings.grad_clip_value)
     state.scaler.step(state.optimizer)
     state.scaler.update()
     state.scheduler.step()
-    if state.ema is not None:
-        state.ema.update(state.model)
     state.global_step += 1
+    if state.ema is not None and state.global_step % state.ema.every_steps == 0:
+        state.ema.update(state.model)
 
 
 def _hits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -229,51 +288,3 @@ def optimisation_step(
         return None, 0
     _update(state, loss, settings)
     return loss_value, int(_hits(logits, targets))
-
-
-@dataclass(frozen=True)
-class Predictions:
-    """Softmax probabilities and true labels of one pass over a split, in data order."""
-
-    probabilities: np.ndarray  # (N, C) float32
-    targets: np.ndarray  # (N,) int64
-    loss: float  # mean cross-entropy (no smoothing)
-
-    @property
-    def predicted(self) -> np.ndarray:
-        return self.probabilities.argmax(axis=1)
-
-    @property
-    def accuracy(self) -> float:
-        return float((self.predicted == self.targets).mean()) if len(self.targets) else math.nan
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module,
-    batches: Batches,
-    autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
-    tta_flip: bool = False,
-) -> Predictions:
-    """Evaluate `model` on every batch (eval mode, restored afterwards); optional flip TTA."""
-    was_training = model.training
-    model.eval()
-    probabilities: list[torch.Tensor] = []
-    targets: list[torch.Tensor] = []
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    try:
-        for inputs, labels in batches:
-            with autocast():
-                logits = model(inputs).float()
-                if tta_flip:
-                    logits = (logits + model(torch.flip(inputs, dims=[3])).float()) / 2
-            loss_sum = loss_sum.to(logits.device) + torch.nn.functional.cross_entropy(logits, labels, reduction="sum").double()
-            probabilities.append(torch.softmax(logits, dim=1))  # kept on the device: one copy back at the end
-            targets.append(labels)
-    finally:
-        model.train(was_training)
-    if not targets:
-        return Predictions(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), math.nan)
-    all_targets = torch.cat(targets).cpu().numpy().astype(np.int64)
-    all_probabilities = torch.cat(probabilities).cpu().numpy().astype(np.float32)
-    return Predictions(all_probabilities, all_targets, float(loss_sum) / len(all_targets))

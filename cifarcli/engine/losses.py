@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -37,17 +39,17 @@ def l1_weights(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
 
 
-def l1_penalty(model: nn.Module) -> Tensor:
-    """Sum of |w| over trainable conv and linear weights, unweighted, as a 0-dim float32 tensor.
+def l1_penalty(weights: Sequence[Tensor]) -> Tensor:
+    """Sum of |w| over `weights` (from `l1_weights(model)`), unweighted, as a 0-dim float32 tensor.
 
     Biases and norm-layer parameters (every 1-D parameter) are left out, the same set that
     weight decay exempts: shrinking BatchNorm scales toward zero would switch channels off
-    rather than regularise them. Frozen parameters are left out too. The caller multiplies
-    by `loss.l1_weight` (and skips the call when it is 0):
-    `loss = loss + cfg.l1_weight * l1_penalty(model)`.
+    rather than regularise them. Frozen parameters are left out too. The caller gathers the
+    weights once, multiplies by `loss.l1_weight` and skips the call when it is 0:
+    `loss = loss + cfg.l1_weight * l1_penalty(weights)`. One fused foreach L1 norm covers all
+    the tensors, instead of an abs and a sum kernel per tensor.
     """
-    weights = l1_weights(model)
     if not weights:
-        device = next(iter(model.parameters()), torch.zeros(())).device
-        return torch.zeros((), dtype=torch.float32, device=device)
-    return torch.stack([w.float().abs().sum() for w in weights]).sum()
+        return torch.zeros((), dtype=torch.float32)
+    norms = torch._foreach_norm(list(weights), 1)
+    return torch.stack(norms).sum().float()

@@ -8,25 +8,30 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cifarcli.engine.loop import TrainState
-from cifarcli.engine.trainer import TrainCallbacks
+from cifarcli.engine.callbacks import TrainCallbacks
+from cifarcli.engine.loop import StepLoss, TrainState
 from cifarcli.fileio import make_folder
 
 
 class TensorBoardLogger(TrainCallbacks):
-    """Writes event files under `log_dir`; `log_every_steps` thins the per-step scalars."""
+    """Writes event files under `log_dir`; per-step scalars for every `every_steps`-th step.
 
-    def __init__(self, log_dir: Path, log_every_steps: int) -> None:
+    The losses arrive in batches when the loop reads them back (train.sync_every_steps), each
+    with its own step and LR, so the interval does not depend on how often the loop syncs.
+    """
+
+    def __init__(self, log_dir: Path, every_steps: int) -> None:
         from torch.utils.tensorboard import SummaryWriter  # imported late: it pulls in tensorboard
 
         make_folder(log_dir, remedy="set run.tensorboard: false")  # one clear line if a file is in the way
         self.writer = SummaryWriter(log_dir=str(log_dir))
-        self.log_every_steps = log_every_steps
+        self.every_steps = every_steps
 
-    def on_step(self, step: int, loss: float, lr: float) -> None:
-        if step % self.log_every_steps == 0:
-            self.writer.add_scalar("step/train_loss", loss, step)
-            self.writer.add_scalar("step/lr", lr, step)
+    def on_losses(self, losses: list[StepLoss]) -> None:
+        for record in losses:
+            if record.step % self.every_steps == 0:
+                self.writer.add_scalar("step/train_loss", record.loss, record.step)
+                self.writer.add_scalar("step/lr", record.lr, record.step)
 
     def on_epoch_end(self, row: dict[str, float], is_best: bool) -> None:
         epoch = int(row["epoch"])

@@ -9,13 +9,15 @@ import signal
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Protocol
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 import torch
 from torch import nn
 
+from cifarcli.engine.callbacks import TrainCallbacks
 from cifarcli.engine.checkpoint import capture_rng_state, copy_checkpoint, restore_rng_state, save_checkpoint
-from cifarcli.engine.loop import Batches, EpochStats, EpochTotals, Predictions, StepSettings, TrainState, predict, train_one_epoch
+from cifarcli.engine.loop import Batches, EpochStats, EpochTotals, StepSettings, TrainState, train_one_epoch
+from cifarcli.engine.predict import Predictions, predict
 from cifarcli import escape
 from cifarcli.errors import CheckpointError, Interrupted, StorageError
 from cifarcli.fileio import write_csv
@@ -30,43 +32,6 @@ class EpochLoader(Protocol):
     def set_epoch(self, epoch: int) -> None: ...
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
     def __len__(self) -> int: ...
-
-
-class TrainCallbacks:
-    """Hooks the epoch loop calls; the display and the TensorBoard logger override what they need."""
-
-    def on_train_start(self, state: TrainState, epochs: int, steps_per_epoch: int) -> None: ...
-    def on_epoch_start(self, epoch: int, steps: int) -> None: ...
-    def on_step(self, step: int, loss: float, lr: float) -> None: ...
-    def on_epoch_end(self, row: dict[str, float], is_best: bool) -> None: ...
-    def on_train_end(self) -> None: ...
-
-
-class CallbackList(TrainCallbacks):
-    """Fan every hook out to several callbacks, in order."""
-
-    def __init__(self, callbacks: Iterable[TrainCallbacks]) -> None:
-        self.callbacks = list(callbacks)
-
-    def on_train_start(self, state: TrainState, epochs: int, steps_per_epoch: int) -> None:
-        for cb in self.callbacks:
-            cb.on_train_start(state, epochs, steps_per_epoch)
-
-    def on_epoch_start(self, epoch: int, steps: int) -> None:
-        for cb in self.callbacks:
-            cb.on_epoch_start(epoch, steps)
-
-    def on_step(self, step: int, loss: float, lr: float) -> None:
-        for cb in self.callbacks:
-            cb.on_step(step, loss, lr)
-
-    def on_epoch_end(self, row: dict[str, float], is_best: bool) -> None:
-        for cb in self.callbacks:
-            cb.on_epoch_end(row, is_best)
-
-    def on_train_end(self) -> None:
-        for cb in self.callbacks:
-            cb.on_train_end()
 
 
 @dataclass(frozen=True)
@@ -199,7 +164,7 @@ def fit(
             if state.batch_in_epoch:
                 batches = itertools.islice(batches, state.batch_in_epoch, None)
             callbacks.on_epoch_start(epoch, steps_per_epoch)
-            stats = train_one_epoch(state, batches, settings.step, callbacks.on_step, stop)
+            stats = train_one_epoch(state, batches, settings.step, callbacks.on_step, stop, callbacks.on_losses)
             if stats.interrupted:
                 state.batch_in_epoch = stats.batches_done
                 save_checkpoint(last, checkpoint_state(state, checkpoint_extra))

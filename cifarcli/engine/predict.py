@@ -1,0 +1,62 @@
+"""One pass of predictions over a split: the evaluation loop that validation, evaluate and report share."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, ContextManager
+
+import numpy as np
+import torch
+from torch import nn
+
+from cifarcli.engine.loop import Batches
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Softmax probabilities and true labels of one pass over a split, in data order."""
+
+    probabilities: np.ndarray  # (N, C) float32
+    targets: np.ndarray  # (N,) int64
+    loss: float  # mean cross-entropy (no smoothing)
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.predicted == self.targets).mean()) if len(self.targets) else math.nan
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    batches: Batches,
+    autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
+    tta_flip: bool = False,
+) -> Predictions:
+    """Evaluate `model` on every batch (eval mode, restored afterwards); optional flip TTA."""
+    was_training = model.training
+    model.eval()
+    probabilities: list[torch.Tensor] = []
+    targets: list[torch.Tensor] = []
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    try:
+        for inputs, labels in batches:
+            with autocast():
+                logits = model(inputs).float()
+                if tta_flip:
+                    logits = (logits + model(torch.flip(inputs, dims=[3])).float()) / 2
+            loss_sum = loss_sum.to(logits.device) + torch.nn.functional.cross_entropy(logits, labels, reduction="sum").double()
+            probabilities.append(torch.softmax(logits, dim=1))  # kept on the device: one copy back at the end
+            targets.append(labels)
+    finally:
+        model.train(was_training)
+    if not targets:
+        return Predictions(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), math.nan)
+    all_targets = torch.cat(targets).cpu().numpy().astype(np.int64)
+    all_probabilities = torch.cat(probabilities).cpu().numpy().astype(np.float32)
+    return Predictions(all_probabilities, all_targets, float(loss_sum) / len(all_targets))
