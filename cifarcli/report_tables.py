@@ -21,8 +21,9 @@ REPORT_COLUMNS = ["class", "precision", "recall", "f1", "support"]
 PAIR_COLUMNS = ["true", "predicted", "images", "share_of_true_class"]
 MACRO_ROW = "macro avg"
 WEIGHTED_ROW = "weighted avg"
-# Prediction rows (predictions.csv) as arrays: these columns, in this order.
-INDEX, TRUE, PREDICTED, CONFIDENCE, TRUE_PROBABILITY = range(5)
+# Prediction rows (predictions.csv) as arrays: these columns, in this order (the class names stay in the file).
+PREDICTION_NUMBERS = ("index", "true", "predicted", "confidence", "true_probability", "loss")
+INDEX, TRUE, PREDICTED, CONFIDENCE, TRUE_PROBABILITY, LOSS = range(len(PREDICTION_NUMBERS))
 
 
 RESCORE_HINT = "delete it and run `cifar report` again, which re-scores the best checkpoint"
@@ -66,12 +67,26 @@ def read_confusion_matrix(path: Path) -> tuple[list[str], np.ndarray]:
     return names, matrix.astype(np.int64)
 
 
-def read_predictions(path: Path, columns: Sequence[str]) -> np.ndarray:
-    """predictions.csv as a float array of shape (N, 5): index, true, predicted, confidence, true_probability."""
+def read_predictions(path: Path) -> np.ndarray:
+    """predictions.csv as a float array of shape (N, 6), columns as `PREDICTION_NUMBERS`, read by name.
+
+    A file from before the `loss` column gets the loss from its probability (-log p, the same
+    cross-entropy), so a run scored by an older cifar still reports.
+    """
     rows = _read_rows(path, RESCORE_HINT)
-    if rows[0] != list(columns):
-        raise damaged(path, f"expected the columns {','.join(columns)}, found {escape.clip(escape.terminal(','.join(rows[0])))}")
-    return _numbers(path, rows[1:], len(columns))
+    header = rows[0]
+    missing = [name for name in PREDICTION_NUMBERS[:LOSS] if name not in header]
+    if missing:
+        found = escape.clip(escape.terminal(",".join(header)))
+        raise damaged(path, f"it lacks the column(s) {', '.join(missing)} (found {found})")
+    if any(len(row) != len(header) for row in rows[1:]):
+        raise damaged(path, f"every row must have {len(header)} fields")
+    positions = [header.index(name) for name in PREDICTION_NUMBERS if name in header]
+    values = _numbers(path, [[row[i] for i in positions] for row in rows[1:]], len(positions))
+    if "loss" not in header:
+        with np.errstate(divide="ignore"):
+            values = np.column_stack([values, -np.log(values[:, TRUE_PROBABILITY])])
+    return values
 
 
 # The metrics.csv columns the training curves need.
@@ -87,6 +102,35 @@ def read_metrics(path: Path) -> dict[str, np.ndarray]:
         raise damaged(path, f"it lacks the column(s) {', '.join(missing)}", RETRAIN_HINT)
     values = _numbers(path, rows[1:], len(header), RETRAIN_HINT)
     return {name: values[:, i] for i, name in enumerate(header)}
+
+
+def best_epoch(metrics: dict[str, np.ndarray]) -> int | None:
+    """The epoch best.pt holds: the first with the highest validation accuracy, else the last one (None: no epoch)."""
+    epochs, val = metrics["epoch"], metrics["val_accuracy"]
+    if not len(epochs):
+        return None
+    finite = np.isfinite(val)
+    return int(epochs[int(np.argmax(np.where(finite, val, -np.inf)))] if finite.any() else epochs[-1])
+
+
+# The per-epoch table of the report page: (metrics.csv column, heading, format); absent or all-NaN columns are left out.
+EPOCH_TABLE_COLUMNS = (
+    ("train_loss", "train loss", ".4f"), ("train_accuracy", "train acc", ".2%"), ("val_loss", "val loss", ".4f"),
+    ("val_accuracy", "val acc", ".2%"), ("ema_val_loss", "EMA val loss", ".4f"), ("ema_val_accuracy", "EMA val acc", ".2%"),
+    ("lr", "lr at end", ".3g"), ("seconds", "seconds", ".1f"), ("images_per_second", "images/s", ",.0f"),
+)  # fmt: skip
+
+
+def epoch_table(metrics: dict[str, np.ndarray]) -> tuple[list[str], list[list[str]]]:
+    """metrics.csv as display rows, one per epoch, the best epoch marked; header first."""
+    shown = [(c, heading, fmt) for c, heading, fmt in EPOCH_TABLE_COLUMNS if c in metrics and np.isfinite(metrics[c]).any()]
+    best = best_epoch(metrics)
+    rows = [
+        [f"{int(epoch)}", "best" if int(epoch) == best else "",
+         *(format(float(metrics[c][i]), fmt) if math.isfinite(metrics[c][i]) else "-" for c, _, fmt in shown)]
+        for i, epoch in enumerate(metrics["epoch"])
+    ]  # fmt: skip
+    return ["epoch", "best.pt", *(heading for _, heading, _ in shown)], rows
 
 
 def classification_report(matrix: np.ndarray, class_names: list[str]) -> list[dict]:
@@ -146,7 +190,7 @@ def select_misclassified(predictions: np.ndarray, count: int) -> np.ndarray:
 
     Ties in confidence keep the order of the input rows.
     """
-    predictions = np.asarray(predictions, dtype=np.float64).reshape(-1, 5)
+    predictions = np.asarray(predictions, dtype=np.float64).reshape(-1, len(PREDICTION_NUMBERS))
     wrong = predictions[predictions[:, TRUE] != predictions[:, PREDICTED]]
     order = np.argsort(-wrong[:, CONFIDENCE], kind="stable")
     return wrong[order[: max(count, 0)]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -114,19 +115,43 @@ def test_lr_find_is_listed_in_help() -> None:
 # --------------------------------------------------------------------------- train --lr-from
 
 
-def test_train_lr_from_sets_the_peak_lr_and_records_its_source(
-    exp_run: tuple[Path, str], cifar10_data_root: Path, tmp_path: Path
-) -> None:
-    json_path = exp_run[0] / "lr_find.json"
-    chosen = json.loads(json_path.read_text())["chosen"]
-    args = ["train", "-c", "smoke", "--quiet", "--set", f"data.root={cifar10_data_root}", "--set", f"run.root={tmp_path}",
-            "--set", "train.epochs=1", "--set", "run.tensorboard=false", "--lr-from", str(json_path)]  # fmt: skip
+@pytest.fixture(scope="module")
+def lr_from_run(exp_run: tuple[Path, str], cifar10_data_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A one-epoch smoke run whose optim.lr came from `exp_run` (--lr-from)."""
+    runs_root = tmp_path_factory.mktemp("lr-from-runs")
+    args = ["train", "-c", "smoke", "--quiet", "--set", f"data.root={cifar10_data_root}", "--set", f"run.root={runs_root}",
+            "--set", "train.epochs=1", "--set", "run.tensorboard=false", "--lr-from", str(exp_run[0] / "lr_find.json")]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
-    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    (run_dir,) = [p for p in runs_root.iterdir() if p.is_dir()]
+    return run_dir
+
+
+def test_train_lr_from_sets_the_peak_lr_and_records_its_source(exp_run: tuple[Path, str], lr_from_run: Path) -> None:
+    json_path = exp_run[0] / "lr_find.json"
+    chosen = json.loads(json_path.read_text())["chosen"]
+    saved = yaml.safe_load((lr_from_run / "config.yaml").read_text())
     assert saved["optim"]["lr"] == chosen["lr"]
     assert saved["lr_source"] == f"{json_path}#valley"
+
+
+def test_report_of_an_lr_from_run_shows_the_lr_find_and_visualize_figures(
+    exp_run: tuple[Path, str], lr_from_run: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / lr_from_run.name
+    shutil.copytree(lr_from_run, run_dir)
+    (run_dir / "visualize").mkdir()
+    shutil.copy(exp_run[0] / "lr_find.png", run_dir / "visualize" / "filters.png")  # any PNG stands in for the filters
+    (run_dir / "visualize" / "gradcam.png").write_text("not a png")  # left out, not embedded
+    result = CliRunner().invoke(app, ["report", str(run_dir), "--quiet"])
+    assert result.exit_code == 0, result.output
+    report_dir = run_dir / "report"
+    assert (report_dir / "lr_find.png").read_bytes() == (exp_run[0] / "lr_find.png").read_bytes()
+    assert (report_dir / "filters.png").is_file() and not (report_dir / "gradcam.png").exists()
+    page = (report_dir / "index.html").read_text()
+    assert "<h2>LR range test</h2>" in page and "<h2>First-layer filters</h2>" in page and "Grad-CAM" not in page
+    assert "is the valley suggestion of this LR range test" in page
+    assert page.count("data:image/png;base64,") == 8  # the report's six figures, lr_find.png and filters.png
 
 
 def test_train_lr_from_with_print_config_shows_the_new_lr(exp_run: tuple[Path, str], tmp_path: Path) -> None:

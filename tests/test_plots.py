@@ -10,7 +10,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from cifarcli.plots.confusion import _group_spans, normalise_rows, plot_confusion_matrix
+from cifarcli.plots.class_accuracy import accuracy_order, plot_class_accuracy
+from cifarcli.plots.confusion import _group_spans, normalise_rows, plot_confusion_matrix, support_labels
 from cifarcli.plots.curves import plot_lr_schedule, plot_training_curves
 from cifarcli.plots.grids import plot_augmentation_rows, plot_image_grid
 from cifarcli.plots.html import Figure, ReportPage, Table, png_data_uri, render_report_html, write_report_html
@@ -51,6 +52,20 @@ def test_confusion_matrix_grows_with_the_number_of_classes(tmp_path: Path) -> No
     order = np.argsort(fine_to_coarse, kind="stable")
     big = read_png(plot_confusion_matrix(matrix, [f"class_{i}" for i in range(n)], tmp_path / "40.png", "grouped", order, groups))
     assert big.shape[0] > 1.8 * small.shape[0] and big.shape[1] > 1.8 * small.shape[1]
+
+
+def test_confusion_matrix_draws_counts_beside_the_shares_with_each_rows_support(tmp_path: Path) -> None:
+    matrix = np.array([[1200, 3], [40, 7]])
+    pixels = read_png(plot_confusion_matrix(matrix, ["a", "b"], tmp_path / "cm.png", "test split, best.pt (epoch 3)"))
+    assert pixels.shape[1] > 1.8 * pixels.shape[0]  # two square panels side by side
+    assert support_labels(matrix) == ["n=1,203", "n=47"]
+
+
+def test_class_accuracy_bars_put_the_weakest_class_first(tmp_path: Path) -> None:
+    assert accuracy_order(np.array([0.9, 0.2, 0.5, 0.2])).tolist() == [1, 3, 2, 0]
+    few = read_png(plot_class_accuracy(np.array([0.9, 0.2, 0.5]), ["a", "b", "c"], tmp_path / "3.png", "acc", 0.5))
+    many = read_png(plot_class_accuracy(np.linspace(0, 1, 100), [f"c{i}" for i in range(100)], tmp_path / "100.png", "acc", 0.5))
+    assert many.shape[1] == few.shape[1] and many.shape[0] > 5 * few.shape[0]  # one row per class
 
 
 def test_confusion_matrix_keeps_the_train_call_working(tmp_path: Path) -> None:
@@ -142,6 +157,7 @@ def test_report_page_escapes_every_string_and_embeds_figures(tmp_path: Path) -> 
     assert parser.links == [("img", "src", png_data_uri(figure))]
     assert base64.b64decode(parser.links[0][2].split(",", 1)[1]) == figure.read_bytes()
     assert f"name: '{evil}' # & more" in parser.text  # the config reads back exactly once unescaped
+    assert text.index("<details><summary>Config</summary><pre>") < text.index("name: &#x27;")  # folded away
     assert text.count(evil) == 0
     written = write_report_html(page, tmp_path / "out" / "index.html")
     assert written.read_text(encoding="utf-8") == text

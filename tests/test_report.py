@@ -35,9 +35,8 @@ from cifarcli.report_tables import (
 from run_fixtures import copy_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-FIGURES = ["confusion_matrix.png", "misclassified.png", "curves.png", "lr_schedule.png", "augmentations.png"]
+FIGURES = ["confusion_matrix.png", "misclassified.png", "curves.png", "lr_schedule.png", "augmentations.png", "class_accuracy.png"]
 TABLES = ["classification_report.csv", "classification_report.md", "most_confused.csv", "index.html"]
-PREDICTION_COLUMNS = ["index", "true", "predicted", "confidence", "true_probability"]
 
 
 def run_report(run_dir: Path, *extra: str):
@@ -66,7 +65,7 @@ class Reported:
 def reported_run(smoke_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Reported:
     """The smoke run reported once, after its predictions.csv was deleted (so the report re-scores it)."""
     run_dir = copy_run(smoke_run, tmp_path_factory.mktemp("report-10"))
-    original = read_predictions(run_dir / "predictions.csv", PREDICTION_COLUMNS)
+    original = read_predictions(run_dir / "predictions.csv")
     (run_dir / "predictions.csv").unlink()
     result = run_report(run_dir)
     assert result.exit_code == 0, result.output
@@ -77,7 +76,7 @@ def reported_run(smoke_run: Path, tmp_path_factory: pytest.TempPathFactory) -> R
 def reported_run_cifar100(smoke_run_cifar100: Path, tmp_path_factory: pytest.TempPathFactory) -> Reported:
     """The CIFAR-100 smoke run reported once, reusing the evaluation its training wrote."""
     run_dir = copy_run(smoke_run_cifar100, tmp_path_factory.mktemp("report-100"))
-    before = read_predictions(run_dir / "predictions.csv", PREDICTION_COLUMNS)
+    before = read_predictions(run_dir / "predictions.csv")
     result = run_report(run_dir)
     assert result.exit_code == 0, result.output
     return Reported(run_dir, result.output, before)
@@ -101,7 +100,7 @@ def test_report_regenerates_a_deleted_predictions_file(reported_run: Reported) -
     run_dir = reported_run.run_dir
     for name in ("evaluation.json", "confusion_matrix.csv", "predictions.csv"):
         assert f"wrote {run_dir / name}" in reported_run.output
-    regenerated = read_predictions(run_dir / "predictions.csv", PREDICTION_COLUMNS)
+    regenerated = read_predictions(run_dir / "predictions.csv")
     original = reported_run.predictions_before
     assert regenerated[:, :3].tolist() == original[:, :3].tolist()  # same checkpoint, same images, same answers
     assert np.allclose(regenerated[:, 3:], original[:, 3:], atol=1e-5)
@@ -150,6 +149,96 @@ def test_index_html_is_self_contained(reported_run: Reported) -> None:
     assert "amp: 'off'" in parser.pre_text  # quotes escaped in the source, intact once parsed
     summary = json.loads((run_dir / "evaluation.json").read_text())
     assert f"{summary['top1']:.2%}" in page
+
+
+class _Sections(HTMLParser):
+    """The page's h2 headings in order, the text inside <details>, and the rows of each table after a heading."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.headings: list[str] = []
+        self.tables: dict[str, list[list[str]]] = {}
+        self.details_text = ""
+        self._open: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self._open.append(tag)
+        if tag == "tr" and self.headings:
+            self.tables.setdefault(self.headings[-1], []).append([])
+        if tag == "h2":
+            self.headings.append("")
+
+    def handle_endtag(self, tag):
+        while self._open and self._open.pop() != tag:
+            pass
+
+    def handle_data(self, data):
+        if self._open and self._open[-1] == "h2":
+            self.headings[-1] += data
+        if "details" in self._open:
+            self.details_text += data
+        if self._open and self._open[-1] in ("td", "th") and self.headings:
+            self.tables[self.headings[-1]][-1].append(data)
+
+
+def test_page_puts_per_class_scores_by_the_headline_and_folds_the_config(reported_run: Reported) -> None:
+    run_dir = reported_run.run_dir
+    parser = _Sections()
+    parser.feed((run_dir / "report" / "index.html").read_text(encoding="utf-8"))
+    assert parser.headings[:4] == ["Headline", "Per-class precision, recall and F1", "Accuracy per class", "Confusion matrix"]
+    assert "name: simple_cnn" in parser.details_text and "Config" in parser.details_text
+    epochs = parser.tables["Metrics per epoch"]
+    assert epochs[0][:4] == ["epoch", "best.pt", "train loss", "train acc"]
+    assert "EMA val acc" not in epochs[0]  # the smoke run has no EMA weights
+    metrics = [row for row in csv.DictReader((run_dir / "metrics.csv").open(newline=""))]
+    assert [row[0] for row in epochs[1:]] == [row["epoch"] for row in metrics]
+    best = max(metrics, key=lambda row: float(row["val_accuracy"]))["epoch"]  # max keeps the first of equals
+    assert [row[0] for row in epochs[1:] if row[1:2] == ["best"]] == [best]
+    checkpoint_epoch = json.loads((run_dir / "evaluation.json").read_text())["epoch"]
+    assert int(best) == checkpoint_epoch  # the marked epoch is the one best.pt holds
+
+
+def test_predictions_csv_names_the_classes_and_gives_each_images_loss(reported_run: Reported) -> None:
+    run_dir = reported_run.run_dir
+    names, _ = _confusion(run_dir)
+    with (run_dir / "predictions.csv").open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+    assert reader.fieldnames == ["index", "true", "true_class", "predicted", "predicted_class", "confidence", "true_probability", "loss"]
+    assert all(row["true_class"] == names[int(row["true"])] and row["predicted_class"] == names[int(row["predicted"])] for row in rows)
+    losses = np.array([float(row["loss"]) for row in rows])
+    probabilities = np.array([float(row["true_probability"]) for row in rows])
+    assert np.allclose(losses, -np.log(probabilities), atol=1e-4)  # the image's cross-entropy
+    assert losses.mean() == pytest.approx(json.loads((run_dir / "evaluation.json").read_text())["loss"], abs=1e-5)
+
+
+def test_misclassified_captions_give_the_index_and_the_loss() -> None:
+    from cifarcli.commands.report_pages import misclassified_captions
+
+    row = np.array([[17, 1, 0, 0.9, 0.05, 2.9957]])
+    assert misclassified_captions(row, ["cat", "dog"], "test") == ["test #17, loss 3.00\ntrue: dog (p=0.05)\npred: cat (p=0.90)"]
+
+
+def test_report_reads_run_files_from_before_the_loss_and_name_columns(smoke_run: Path, tmp_path: Path) -> None:
+    run_dir = copy_run(smoke_run, tmp_path)
+    rows = list(csv.DictReader((run_dir / "predictions.csv").open(newline="")))
+    old = ["index", "true", "predicted", "confidence", "true_probability"]
+    with (run_dir / "predictions.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([old, *([row[c] for c in old] for row in rows)])
+    metrics = list(csv.DictReader((run_dir / "metrics.csv").open(newline="")))
+    columns = [*metrics[0], "ema_val_loss", "ema_val_accuracy"]  # cifar wrote these as all-NaN before
+    with (run_dir / "metrics.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([columns, *([row.get(c, "nan") for c in columns] for row in metrics)])
+    result = run_report(run_dir)
+    assert result.exit_code == 0, result.output
+    parser = _Sections()
+    parser.feed((run_dir / "report" / "index.html").read_text(encoding="utf-8"))
+    assert "EMA val acc" not in parser.tables["Metrics per epoch"][0]  # an all-NaN column is not shown
+    loaded = read_predictions(run_dir / "predictions.csv")
+    expected = -np.log(np.array([float(row["true_probability"]) for row in rows]))
+    assert np.allclose(loaded[:, 5], expected)  # the loss of an old file, from its probability
+    compared = CliRunner().invoke(app, ["compare", str(run_dir), str(smoke_run), "--out", str(tmp_path / "cmp")])
+    assert compared.exit_code == 0, compared.output
 
 
 def _confusion(run_dir: Path) -> tuple[list[str], np.ndarray]:
@@ -205,7 +294,7 @@ def test_report_on_the_validation_split_shows_training_images(smoke_run: Path, t
     assert result.exit_code == 0, result.output
     summary = json.loads((run_dir / "evaluation.json").read_text())
     assert summary["split"] == "val"
-    rows = read_predictions(run_dir / "predictions.csv", PREDICTION_COLUMNS)
+    rows = read_predictions(run_dir / "predictions.csv")
     cfg = load_config(run_dir / "config.yaml")
     train_labels = np.asarray(load_dataset(cfg.data, progress=False).train_labels)
     _, val_indices = stratified_split(train_labels, cfg.data.val_fraction, cfg.data.split_seed)
@@ -219,7 +308,7 @@ def test_report_on_cifar100_draws_the_superclass_matrix(reported_run_cifar100: R
     run_dir = reported_run_cifar100.run_dir
     report_dir = run_dir / "report"
     assert reported_run_cifar100.output.count("wrote ") == len(FIGURES) + 1 + len(TABLES)  # evaluation reused, not redone
-    assert read_predictions(run_dir / "predictions.csv", PREDICTION_COLUMNS).tolist() == reported_run_cifar100.predictions_before.tolist()
+    assert read_predictions(run_dir / "predictions.csv").tolist() == reported_run_cifar100.predictions_before.tolist()
     fine = assert_png(report_dir / "confusion_matrix.png")
     coarse = assert_png(report_dir / "superclass_confusion_matrix.png")
     assert fine.shape[0] > 1.5 * coarse.shape[0]  # 100 classes get a bigger canvas than 20
@@ -254,18 +343,18 @@ def test_report_refuses_a_training_setting(smoke_run: Path) -> None:
 def test_select_misclassified_keeps_wrong_rows_most_confident_first() -> None:
     rows = np.array(
         [
-            [0, 1, 1, 0.99, 0.99],  # right
-            [1, 2, 3, 0.40, 0.10],
-            [2, 0, 4, 0.90, 0.01],
-            [3, 5, 5, 0.30, 0.30],  # right
-            [4, 6, 7, 0.70, 0.20],
-            [5, 3, 2, 0.90, 0.05],  # ties with index 2: input order kept
+            [0, 1, 1, 0.99, 0.99, 0.01],  # right
+            [1, 2, 3, 0.40, 0.10, 2.30],
+            [2, 0, 4, 0.90, 0.01, 4.61],
+            [3, 5, 5, 0.30, 0.30, 1.20],  # right
+            [4, 6, 7, 0.70, 0.20, 1.61],
+            [5, 3, 2, 0.90, 0.05, 3.00],  # ties with index 2: input order kept
         ]
     )
     picked = select_misclassified(rows, 3)
     assert picked[:, 0].tolist() == [2, 5, 4]
     assert select_misclassified(rows, 10)[:, 0].tolist() == [2, 5, 4, 1]
-    assert select_misclassified(rows[[0, 3]], 5).shape == (0, 5)
+    assert select_misclassified(rows[[0, 3]], 5).shape == (0, 6)
 
 
 @settings(max_examples=60, deadline=None)
@@ -274,7 +363,7 @@ def test_select_misclassified_keeps_wrong_rows_most_confident_first() -> None:
     st.integers(0, 50),
 )
 def test_select_misclassified_properties(entries: list[tuple[int, int, float]], count: int) -> None:
-    rows = np.array([[i, t, p, c, 0.0] for i, (t, p, c) in enumerate(entries)], dtype=np.float64).reshape(-1, 5)
+    rows = np.array([[i, t, p, c, 0.0, 1.0] for i, (t, p, c) in enumerate(entries)], dtype=np.float64).reshape(-1, 6)
     picked = select_misclassified(rows, count)
     wrong = [r for r in rows if r[1] != r[2]]
     assert len(picked) == min(count, len(wrong))
@@ -316,11 +405,11 @@ def test_markdown_table_escapes_pipes() -> None:
 def test_readers_turn_damaged_files_into_damaged_file_errors(tmp_path: Path) -> None:
     predictions = tmp_path / "predictions.csv"
     predictions.write_text("index,true,predicted\n0,1,1\n")
-    with pytest.raises(DamagedFileError, match="expected the columns"):
-        read_predictions(predictions, PREDICTION_COLUMNS)
+    with pytest.raises(DamagedFileError, match="lacks the column.s. confidence, true_probability"):
+        read_predictions(predictions)
     predictions.write_text("index,true,predicted,confidence,true_probability\n0,1,x,0.5,0.5\n")
     with pytest.raises(DamagedFileError, match="not a number"):
-        read_predictions(predictions, PREDICTION_COLUMNS)
+        read_predictions(predictions)
     confusion = tmp_path / "confusion_matrix.csv"
     confusion.write_text("true\\predicted,a,b\na,1,0\nc,0,1\n")
     with pytest.raises(DamagedFileError, match="row labels"):

@@ -103,6 +103,16 @@ def test_fit_writes_metrics_and_checkpoints(tmp_path: Path) -> None:
     assert 0.0 <= state.history[-1]["val_accuracy"] <= 1.0
 
 
+def test_metrics_csv_has_ema_columns_only_when_the_run_has_ema_weights(tmp_path: Path) -> None:
+    run(new_state(4, 1), tmp_path / "plain", epochs=1)
+    header = (tmp_path / "plain" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "ema_val_loss" not in header and "ema_val_accuracy" not in header and "val_accuracy" in header
+    run(_with_ema(new_state(4, 1), every_steps=1), tmp_path / "ema", epochs=1)
+    lines = (tmp_path / "ema" / "metrics.csv").read_text().splitlines()
+    row = dict(zip(lines[0].split(","), lines[1].split(",")))
+    assert 0.0 <= float(row["ema_val_accuracy"]) <= 1.0 and math.isfinite(float(row["ema_val_loss"]))
+
+
 def test_resume_after_an_epoch_gives_identical_weights(tmp_path: Path) -> None:
     straight = new_state(4, 2)
     run(straight, tmp_path / "a", epochs=2)

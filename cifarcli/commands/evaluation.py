@@ -19,9 +19,10 @@ from cifarcli.data.prepare import load_dataset
 from cifarcli.data.split import stratified_split
 from cifarcli.errors import UsageError
 from cifarcli.metrics import evaluation_summary
-from cifarcli.report_tables import damaged
+from cifarcli.report_tables import CONFIDENCE, INDEX, LOSS, PREDICTED, TRUE, TRUE_PROBABILITY, damaged
 
-PREDICTION_COLUMNS = ["index", "true", "predicted", "confidence", "true_probability"]
+# predictions.csv: the ids with their class names beside them, the two probabilities, the image's loss.
+PREDICTION_COLUMNS = ["index", "true", "true_class", "predicted", "predicted_class", "confidence", "true_probability", "loss"]
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ def eval_data_of(data: DataBundle, split: str) -> EvalData:
 def evaluate_split(run: LoadedRun, data: EvalData, settings: EvalConfig) -> tuple[dict, np.ndarray, np.ndarray]:
     """Score the split of `data`; returns the summary, confusion matrix and prediction rows.
 
-    Prediction rows index into the split: the test set, or the training set for "val".
+    Prediction rows (columns as `report_tables.INDEX` ... `LOSS`) index into the split: the
+    test set, or the training set for "val".
     """
     split, tta_flip, indices = data.split, settings.tta_flip, data.indices
     predictions = run_predictions(run, data.loader, tta_flip)
@@ -81,6 +83,7 @@ def evaluate_split(run: LoadedRun, data: EvalData, settings: EvalConfig) -> tupl
             predicted,
             predictions.probabilities[np.arange(len(predicted)), predicted],
             predictions.probabilities[np.arange(len(predicted)), predictions.targets],
+            predictions.losses,
         ],
         axis=1,
     )
@@ -98,11 +101,15 @@ def write_evaluation(out_dir: Path, summary: dict, matrix: np.ndarray, rows: np.
     cm_path = out_dir / runs.CONFUSION_FILE
     fileio.write_csv(cm_path, ["true\\predicted", *class_names], ([name, *map(int, row)] for name, row in zip(class_names, matrix)))
     pred_path = out_dir / runs.PREDICTIONS_FILE
-    fileio.write_csv(
-        pred_path, PREDICTION_COLUMNS,
-        ([int(r[0]), int(r[1]), int(r[2]), round(float(r[3]), 6), round(float(r[4]), 6)] for r in rows),
-    )  # fmt: skip
+    fileio.write_csv(pred_path, PREDICTION_COLUMNS, (_prediction_cells(r, class_names) for r in rows))
     return [eval_path, cm_path, pred_path]
+
+
+def _prediction_cells(row: np.ndarray, class_names: list[str]) -> list[object]:
+    """One predictions.csv line; class names go in as they are (csv.writer quotes a comma)."""
+    true, predicted = int(row[TRUE]), int(row[PREDICTED])
+    return [int(row[INDEX]), true, class_names[true], predicted, class_names[predicted],
+            round(float(row[CONFIDENCE]), 6), round(float(row[TRUE_PROBABILITY]), 6), round(float(row[LOSS]), 6)]  # fmt: skip
 
 
 def _superclass(value: object) -> bool:
@@ -146,6 +153,12 @@ def headline_rows(summary: dict) -> list[tuple[str, str]]:
     if "superclass" in summary:
         rows.append(("superclass top-1", f"{summary['superclass']['top1']:.2%}"))
     return rows
+
+
+def scored_label(summary: dict) -> str:
+    """Which split, checkpoint and weights an evaluation scored, e.g. "test split, best.pt (epoch 2)"."""
+    text = f"{summary['split']} split, {Path(summary['checkpoint']).name} (epoch {summary['epoch']})"
+    return text + (", EMA weights" if summary.get("ema") else "") + (", flip TTA" if summary.get("tta_flip") else "")
 
 
 def print_summary(console: Console, summary: dict, title: str) -> None:

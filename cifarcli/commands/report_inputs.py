@@ -14,7 +14,7 @@ import numpy as np
 
 from cifarcli import fileio, records, runs
 from cifarcli import report_tables as tables
-from cifarcli.commands.evaluation import PREDICTION_COLUMNS, read_evaluation_summary
+from cifarcli.commands.evaluation import read_evaluation_summary
 from cifarcli.data.cache import CifarArrays
 from cifarcli.report_tables import RETRAIN_HINT, damaged
 
@@ -43,7 +43,7 @@ class Evaluation:
     summary: dict[str, Any]
     class_names: list[str]
     matrix: np.ndarray
-    predictions: np.ndarray  # rows: index, true, predicted, confidence, true_probability
+    predictions: np.ndarray  # rows: report_tables.PREDICTION_NUMBERS (index, true, predicted, ..., loss)
 
 
 def read_evaluation(run_dir: Path, class_names: list[str], arrays: CifarArrays) -> Evaluation:
@@ -55,7 +55,7 @@ def read_evaluation(run_dir: Path, class_names: list[str], arrays: CifarArrays) 
         raise damaged(confusion_path, f"it names other classes than the run's data set ({len(names)} vs {len(class_names)})")
     if (matrix < 0).any() or int(matrix.sum()) != summary["num_images"]:
         raise damaged(confusion_path, f"its counts are not {summary['num_images']} images, as evaluation.json says")
-    predictions = tables.read_predictions(predictions_path, PREDICTION_COLUMNS)
+    predictions = tables.read_predictions(predictions_path)
     split_size = len(arrays.train_images if summary["split"] == "val" else arrays.test_images)  # val rows index the training set
     problem = _predictions_problem(predictions, summary["num_images"], len(class_names), split_size)
     if problem is not None:
@@ -67,7 +67,8 @@ def _predictions_problem(rows: np.ndarray, images: int, num_classes: int, split_
     """What is wrong with the prediction rows (count, indices, classes, probabilities), or None."""
     if len(rows) != images:
         return f"it has {len(rows)} rows, evaluation.json counts {images} images"
-    indices, classes, probabilities = rows[:, tables.INDEX], rows[:, [tables.TRUE, tables.PREDICTED]], rows[:, 3:]
+    indices, classes = rows[:, tables.INDEX], rows[:, [tables.TRUE, tables.PREDICTED]]
+    probabilities, losses = rows[:, [tables.CONFIDENCE, tables.TRUE_PROBABILITY]], rows[:, tables.LOSS]
     if not np.array_equal(rows[:, :3], np.round(rows[:, :3])):
         return "an index or class is not a whole number"
     if len(rows) and (indices.min() < 0 or indices.max() >= split_size):
@@ -76,4 +77,6 @@ def _predictions_problem(rows: np.ndarray, images: int, num_classes: int, split_
         return f"a class is outside 0..{num_classes - 1}"
     if not (np.isfinite(probabilities).all() and (probabilities >= 0).all() and (probabilities <= 1).all()):
         return "a probability is outside [0, 1]"
+    if np.isnan(losses).any() or (losses < 0).any():  # inf is a true probability of 0 in an old file
+        return "a loss is negative or not a number"
     return None

@@ -10,13 +10,15 @@ import numpy as np
 from cifarcli import fileio, runs
 from cifarcli import report_tables as tables
 from cifarcli.commands import compose
-from cifarcli.commands.evaluation import headline_rows
+from cifarcli.commands.evaluation import headline_rows, scored_label
 from cifarcli.commands.report_inputs import Evaluation, RunRecords, read_evaluation
 from cifarcli.config import ExperimentConfig, config_to_yaml
 from cifarcli.data.augment import augment_preview
 from cifarcli.data.cache import CifarArrays
 from cifarcli.data.split import stratified_split
 from cifarcli.engine.schedules import lr_trace
+from cifarcli.commands.report_extras import run_figures
+from cifarcli.plots.class_accuracy import plot_class_accuracy
 from cifarcli.plots.confusion import plot_confusion_matrix
 from cifarcli.plots.curves import plot_lr_schedule, plot_training_curves
 from cifarcli.plots.grids import plot_augmentation_rows, plot_image_grid
@@ -37,19 +39,25 @@ def write_report(
     evaluation = read_evaluation(run_dir, labels.class_names, arrays)
     target = run_dir / runs.REPORT_DIR
     with fileio.staged_folder(target) as out_dir:
+        best = tables.best_epoch(run_records.metrics)
         curves_title = f"{run_dir.name}: loss and accuracy per epoch"
         figures = [
             *_confusion_figures(evaluation, labels, out_dir),
             _misclassified_figure(cfg.report.misclassified_count, evaluation, arrays, out_dir),
-            Figure("Training curves", plot_training_curves(run_records.metrics, out_dir / "curves.png", curves_title)),
+            Figure("Training curves", plot_training_curves(run_records.metrics, out_dir / "curves.png", curves_title, best),
+                   "" if best is None else f"The dotted line marks epoch {best}, the one best.pt holds."),
             _lr_figure(cfg, run_records.steps_per_epoch, out_dir),
+            *run_figures(cfg, run_dir, out_dir),
             _augmentation_figure(cfg, arrays, labels, out_dir),
-        ]
+        ]  # fmt: skip
         headline = headline_rows(evaluation.summary)
-        page_tables, table_files = _write_tables(evaluation, headline, out_dir, f"Classification report: {run_dir.name}")
+        lead, page_tables, table_files = _write_tables(evaluation, headline, out_dir, f"Classification report: {run_dir.name}")
+        header, epoch_rows = tables.epoch_table(run_records.metrics)
+        page_tables.append(Table("Metrics per epoch", header, epoch_rows, frozenset(header) - {"best.pt"}))
         facts = _facts(cfg, run_dir, checkpoint_path, evaluation.summary, checkpoint, len(run_records.metrics["epoch"]))
-        page = ReportPage(f"cifar report: {run_dir.name}", facts, headline, figures, page_tables, config_to_yaml(cfg))
-        written = [*(f.path for f in figures), *table_files, write_report_html(page, out_dir / "index.html")]
+        page = ReportPage(f"cifar report: {run_dir.name}", facts, headline, figures, page_tables, config_to_yaml(cfg), lead)
+        figure_paths = [f.path for f in [*lead, *figures] if isinstance(f, Figure)]
+        written = [*figure_paths, *table_files, write_report_html(page, out_dir / "index.html")]
     return [target / path.relative_to(out_dir) for path in written]
 
 
@@ -58,16 +66,18 @@ def _confusion_figures(evaluation: Evaluation, labels: compose.LabelSet, out_dir
     if labels.fine_to_coarse is not None and labels.superclass_names is not None:  # CIFAR-100 fine labels
         order = np.argsort(labels.fine_to_coarse, kind="stable")
         groups = [labels.superclass_names[c] for c in labels.fine_to_coarse]
-    title = "Confusion matrix (row-normalised)" + (", classes grouped by superclass" if groups else "")
+    scored = scored_label(evaluation.summary)
+    title = f"Confusion matrix: {scored}" + (", classes grouped by superclass" if groups else "")
     path = plot_confusion_matrix(
         evaluation.matrix, evaluation.class_names, out_dir / "confusion_matrix.png", title, order, groups
     )
-    figures = [Figure("Confusion matrix", path, "Each row shows where the images of one true class went.")]
+    caption = "Each row shows where the images of one true class went: as shares of the row, and as counts (n = the row's images)."
+    figures = [Figure("Confusion matrix", path, caption)]
     superclass = evaluation.summary.get("superclass")
     if superclass:
         path = plot_confusion_matrix(
             np.asarray(superclass["confusion_matrix"]), list(superclass["names"]),
-            out_dir / "superclass_confusion_matrix.png", "Superclass confusion matrix (row-normalised)",
+            out_dir / "superclass_confusion_matrix.png", f"Superclass confusion matrix: {scored}",
         )  # fmt: skip
         figures.append(Figure("Superclass confusion matrix", path, "Fine-class probabilities summed into the 20 superclasses."))
     return figures
@@ -79,14 +89,24 @@ def _misclassified_figure(count: int, evaluation: Evaluation, arrays: CifarArray
     source = arrays.train_images if split == "val" else arrays.test_images  # val rows index the training set
     indices = picks[:, tables.INDEX].astype(np.int64)  # checked against the split by read_evaluation
     names = evaluation.class_names
-    captions = [
+    indexed = "train" if split == "val" else "test"  # the set the index points into
+    captions = misclassified_captions(picks, names, indexed)
+    title = (f"The {_count(len(picks), 'most confidently wrong ' + split + ' image')}: {indexed}-set index, "
+             "cross-entropy loss, and the model's probability p for each class")  # fmt: skip
+    path = plot_image_grid(np.asarray(source)[indices], captions, out_dir / "misclassified.png", title)
+    caption = (f"{split} split, sorted by the probability of the wrong prediction; #N is the image's position in the "
+               f"{indexed} set, as in the index column of predictions.csv.")  # fmt: skip
+    return Figure("Most confidently misclassified", path, caption)
+
+
+def misclassified_captions(picks: np.ndarray, names: list[str], indexed: str) -> list[str]:
+    """One caption per prediction row: the image's index into the `indexed` set and its loss, then both classes."""
+    return [
+        f"{indexed} #{int(r[tables.INDEX])}, loss {r[tables.LOSS]:.2f}\n"
         f"true: {names[int(r[tables.TRUE])]} (p={_probability(r[tables.TRUE_PROBABILITY])})\n"
         f"pred: {names[int(r[tables.PREDICTED])]} (p={_probability(r[tables.CONFIDENCE])})"
         for r in picks
     ]
-    title = f"The {_count(len(picks), 'most confidently wrong ' + split + ' image')} (p = the model's probability for that class)"
-    path = plot_image_grid(np.asarray(source)[indices], captions, out_dir / "misclassified.png", title)
-    return Figure("Most confidently misclassified", path, f"{split} split, sorted by the probability of the wrong prediction.")
 
 
 def _probability(p: float) -> str:
@@ -131,8 +151,11 @@ def _augmentations_on(cfg: ExperimentConfig) -> str:
 
 def _write_tables(
     evaluation: Evaluation, headline: list[tuple[str, str]], out_dir: Path, title: str
-) -> tuple[list[Table], list[Path]]:
-    """Write classification_report.csv/.md and most_confused.csv; return the page's tables and the paths."""
+) -> tuple[list[Figure | Table], list[Table], list[Path]]:
+    """Write classification_report.csv/.md, most_confused.csv and class_accuracy.png.
+
+    Returns what goes beside the headline (the per-class table and bars), the other tables, and the files.
+    """
     report = tables.classification_report(evaluation.matrix, evaluation.class_names)
     pairs = tables.confused_pairs(evaluation.matrix, evaluation.class_names)
     csv_path, md_path = out_dir / "classification_report.csv", out_dir / "classification_report.md"
@@ -141,13 +164,18 @@ def _write_tables(
     fileio.write_csv(pairs_path, tables.PAIR_COLUMNS, ([row[c] for c in tables.PAIR_COLUMNS] for row in pairs))
     fileio.write_text_atomic(md_path, tables.report_markdown(title, headline, report, pairs))
     numeric = frozenset({"precision", "recall", "f1", "support", "images", "share_of_true_class"})
-    page_tables = [
+    per_class = report[: len(evaluation.class_names)]  # without the two average rows
+    bars = plot_class_accuracy(np.array([row["recall"] for row in per_class]), evaluation.class_names,
+                               out_dir / "class_accuracy.png", f"Accuracy per class: {scored_label(evaluation.summary)}",
+                               float(evaluation.summary["top1"]))  # fmt: skip
+    lead: list[Figure | Table] = [
         Table("Per-class precision, recall and F1", tables.REPORT_COLUMNS,
               tables.table_cells(report, tables.REPORT_COLUMNS), numeric),
-        Table("Most confused pairs", tables.PAIR_COLUMNS, tables.table_cells(pairs, tables.PAIR_COLUMNS), numeric,
-              "" if pairs else "No image was misclassified."),
+        Figure("Accuracy per class", bars, "Lowest first; the dashed line is the overall top-1 accuracy."),
     ]  # fmt: skip
-    return page_tables, [csv_path, md_path, pairs_path]
+    pairs_table = Table("Most confused pairs", tables.PAIR_COLUMNS, tables.table_cells(pairs, tables.PAIR_COLUMNS), numeric,
+                        "" if pairs else "No image was misclassified.")  # fmt: skip
+    return lead, [pairs_table], [csv_path, md_path, pairs_path]
 
 
 def _facts(
@@ -165,4 +193,5 @@ def _facts(
         ("scored", f"{Path(scored).name} (epoch {summary.get('epoch', checkpoint['epoch'])})"),
         ("weights", "EMA" if summary.get("ema") else "raw"),
         ("flip TTA", "on" if summary.get("tta_flip") else "off"),
+        ("peak LR", f"{cfg.optim.lr:.3g}" + (" (from lr-find)" if cfg.lr_source else "")),
     ]

@@ -11,7 +11,7 @@ import torch
 
 from cifarcli import fileio, runs
 from cifarcli.commands import compose
-from cifarcli.commands.evaluation import eval_data_of, evaluate_split, write_evaluation
+from cifarcli.commands.evaluation import eval_data_of, evaluate_split, scored_label, write_evaluation
 from cifarcli.config import ExperimentConfig, config_to_yaml
 from cifarcli.engine.loop import TrainState
 from cifarcli.engine.tensorboard import TensorBoardLogger
@@ -55,7 +55,8 @@ def train_and_score(
         with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
             summary, matrix, rows = evaluate_split(best, eval_data_of(data, "test"), cfg.eval)
         written = write_evaluation(run_dir, summary, matrix, rows, data.labels.class_names)
-        figure = plot_confusion_matrix(matrix, data.labels.class_names, run_dir / "confusion_matrix.png")
+        figure = plot_confusion_matrix(matrix, data.labels.class_names, run_dir / "confusion_matrix.png",
+                                       f"Confusion matrix: {scored_label(summary)}")  # fmt: skip
         written.append(figure)
         if logger is not None:
             logger.log_png("confusion_matrix", figure)

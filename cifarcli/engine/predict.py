@@ -21,6 +21,7 @@ class Predictions:
     probabilities: np.ndarray  # (N, C) float32
     targets: np.ndarray  # (N,) int64
     loss: float  # mean cross-entropy (no smoothing)
+    losses: np.ndarray  # (N,) float32: each image's cross-entropy, the terms of `loss`
 
     @property
     def predicted(self) -> np.ndarray:
@@ -43,20 +44,22 @@ def predict(
     model.eval()
     probabilities: list[torch.Tensor] = []
     targets: list[torch.Tensor] = []
-    loss_sum = torch.zeros((), dtype=torch.float64)
+    losses: list[torch.Tensor] = []
     try:
         for inputs, labels in batches:
             with autocast():
                 logits = model(inputs).float()
                 if tta_flip:
                     logits = (logits + model(torch.flip(inputs, dims=[3])).float()) / 2
-            loss_sum = loss_sum.to(logits.device) + torch.nn.functional.cross_entropy(logits, labels, reduction="sum").double()
+            losses.append(torch.nn.functional.cross_entropy(logits, labels, reduction="none"))
             probabilities.append(torch.softmax(logits, dim=1))  # kept on the device: one copy back at the end
             targets.append(labels)
     finally:
         model.train(was_training)
     if not targets:
-        return Predictions(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), math.nan)
+        return Predictions(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), math.nan, np.zeros(0, np.float32))
     all_targets = torch.cat(targets).cpu().numpy().astype(np.int64)
     all_probabilities = torch.cat(probabilities).cpu().numpy().astype(np.float32)
-    return Predictions(all_probabilities, all_targets, float(loss_sum) / len(all_targets))
+    all_losses = torch.cat(losses)
+    mean_loss = float(all_losses.double().sum()) / len(all_targets)
+    return Predictions(all_probabilities, all_targets, mean_loss, all_losses.cpu().numpy().astype(np.float32))

@@ -26,6 +26,12 @@ METRIC_COLUMNS = [
     "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
     "ema_val_loss", "ema_val_accuracy", "lr", "seconds", "images_per_second",
 ]  # fmt: skip
+EMA_COLUMNS = ("ema_val_loss", "ema_val_accuracy")  # in metrics.csv only when train.ema_decay is set
+
+
+def metric_columns(ema: bool) -> list[str]:
+    """The metrics.csv columns of a run: every one, less the EMA ones when there are no EMA weights."""
+    return [c for c in METRIC_COLUMNS if ema or c not in EMA_COLUMNS]
 
 
 class EpochLoader(Protocol):
@@ -177,7 +183,7 @@ def fit(
             state.batch_in_epoch = 0
             state.epoch = epoch + 1
             row, is_best = _finish_epoch(state, stats, val_loader, settings)
-            _write_metrics(files, state.history)
+            _write_metrics(files, state.history, metric_columns(state.ema is not None))
             if is_best:  # best.pt first: a kill before last.pt replays this epoch, which writes both again
                 save_checkpoint(best, checkpoint_state(state, checkpoint_extra))
                 copy_checkpoint(best, last)
@@ -216,10 +222,10 @@ def _finish_epoch(
     return row, is_best
 
 
-def _write_metrics(files: RunFiles, history: list[dict[str, float]]) -> None:
+def _write_metrics(files: RunFiles, history: list[dict[str, float]], columns: list[str]) -> None:
     """Rewrite metrics.csv from the history; the hint says a checkpoint is intact only when there is one."""
     try:
-        write_csv(files.metrics_csv, METRIC_COLUMNS, ([row[c] for c in METRIC_COLUMNS] for row in history))
+        write_csv(files.metrics_csv, columns, ([row[c] for c in columns] for row in history))
     except StorageError as exc:
         raise exc.with_hint("the previous checkpoint is intact") if files.last_checkpoint.is_file() else exc
 

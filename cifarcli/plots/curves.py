@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 from matplotlib.ticker import MaxNLocator
@@ -19,10 +19,13 @@ def _present(values: np.ndarray | None) -> bool:
     return values is not None and bool(np.isfinite(values).any())
 
 
-def plot_training_curves(metrics: Mapping[str, np.ndarray], path: Path, title: str = "Training curves") -> Path:
+def plot_training_curves(
+    metrics: Mapping[str, np.ndarray], path: Path, title: str = "Training curves", best_epoch: Optional[int] = None
+) -> Path:
     """Two panels, loss and accuracy (%), per epoch, for train / validation / EMA validation.
 
-    `metrics` maps metrics.csv column names (epoch, train_loss, val_accuracy, ...) to arrays.
+    `metrics` maps metrics.csv column names (epoch, train_loss, val_accuracy, ...) to arrays;
+    `best_epoch` (the epoch best.pt holds) is marked with a vertical line in both panels.
     """
     epochs = np.asarray(metrics["epoch"], dtype=np.float64)
     fig, (loss_ax, acc_ax) = new_figure(11.0, 4.2, rows=1, cols=2)
@@ -33,6 +36,9 @@ def plot_training_curves(metrics: Mapping[str, np.ndarray], path: Path, title: s
             loss_ax.plot(epochs, loss, style, marker=marker, label=label)
         if _present(accuracy):
             acc_ax.plot(epochs, 100.0 * np.asarray(accuracy), style, marker=marker, label=label)
+    if best_epoch is not None:
+        for ax in (loss_ax, acc_ax):
+            ax.axvline(best_epoch, color="tab:green", linestyle=":", linewidth=1.5, label=f"best.pt (epoch {best_epoch})")
     for ax, quantity in ((loss_ax, "loss"), (acc_ax, "accuracy (%)")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(quantity)

@@ -21,6 +21,8 @@ th { text-align: left; background: #f5f5f5; } td.number { text-align: right; fon
 figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; } pre { background: #f7f7f7; padding: 1em; overflow-x: auto; }
 .facts { color: #555; } .scroll { max-height: 32em; overflow-y: auto; display: inline-block; }
+.lead { display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start; } .lead > div { flex: 1 1 24em; }
+details > summary { cursor: pointer; font-size: 1.3em; font-weight: bold; margin-top: 1.2em; }
 """
 
 
@@ -46,7 +48,11 @@ class Table:
 
 @dataclass(frozen=True)
 class ReportPage:
-    """Everything the page shows, in order: facts, headline metrics, figures, tables, config."""
+    """Everything the page shows, in order: facts, headline metrics, lead, figures, tables, config.
+
+    `lead` holds what belongs next to the headline (e.g. the per-class table and its bars),
+    drawn side by side where the window is wide enough; the config is folded away (`<details>`).
+    """
 
     title: str
     facts: list[tuple[str, str]]
@@ -54,6 +60,7 @@ class ReportPage:
     figures: list[Figure] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     config_yaml: str = ""
+    lead: list[Figure | Table] = field(default_factory=list)
 
 
 def png_data_uri(path: Path) -> str:
@@ -83,6 +90,13 @@ def _figure_html(figure: Figure) -> str:
             f"alt=\"{_e(figure.heading)}\">{caption}</figure>")  # fmt: skip
 
 
+def _lead_html(items: list[Figure | Table]) -> str:
+    if not items:
+        return ""
+    cells = "".join(f"<div>{_table_html(item) if isinstance(item, Table) else _figure_html(item)}</div>" for item in items)
+    return f'<div class="lead">{cells}</div>'
+
+
 def render_report_html(page: ReportPage) -> str:
     """The whole page as one HTML string."""
     facts = " &middot; ".join(f"{_e(name)}: <b>{_e(value)}</b>" for name, value in page.facts)
@@ -93,9 +107,10 @@ def render_report_html(page: ReportPage) -> str:
         f"<title>{_e(page.title)}</title><style>{_STYLE}</style></head><body>",
         f"<h1>{_e(page.title)}</h1><p class=\"facts\">{facts}</p>",
         _table_html(headline),
+        _lead_html(page.lead),
         *(_figure_html(figure) for figure in page.figures),
         *(_table_html(table) for table in page.tables),
-        f"<h2>Config</h2><pre>{_e(page.config_yaml)}</pre>",
+        f"<details><summary>Config</summary><pre>{_e(page.config_yaml)}</pre></details>",
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"
