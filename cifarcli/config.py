@@ -290,6 +290,7 @@ class LrFindConfig(Section):
     mode: Literal["exp", "linear"] = Field("exp", description="LR spacing: exp (geometric) or linear.")
     smoothing: float = Field(0.98, ge=0.0, lt=1.0, description="EMA factor of the smoothed loss.")
     diverge_factor: float = Field(5.0, gt=1.0, description="Stop when the smoothed loss exceeds this multiple of its best.")
+    burn_in_share: float = Field(0.1, ge=0.0, lt=0.5, description="Share of the first steps the suggestions ignore, so an early spike does not drive them.")
     suggestion: LrSuggestionName = Field("valley", description="Which suggestion becomes the peak LR: " + ", ".join(LR_SUGGESTION_NAMES) + ".")
 
     @model_validator(mode="after")

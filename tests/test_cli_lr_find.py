@@ -99,6 +99,17 @@ def test_a_curve_too_short_for_a_suggestion_is_a_clear_error(cifar10_data_root: 
     assert (run_dir / "lr_find.png").read_bytes().startswith(PNG_SIGNATURE)
 
 
+def test_a_sweep_over_too_narrow_a_range_warns_what_to_change(cifar10_data_root: Path, tmp_path: Path) -> None:
+    args = lr_find_args(cifar10_data_root, tmp_path, "--set", "lr_find.start_lr=1e-9", "--set", "lr_find.end_lr=2e-9")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code in (0, 1), result.output  # 1 when the flat curve gives no suggestion at all
+    assert "warning: the smoothed loss barely moved over the sweep" in result.output and "lr_find.end_lr" in result.output
+    (run_dir,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    summary = json.loads((run_dir / "lr_find.json").read_text())
+    assert len(summary["warnings"]) == 1 and "barely moved" in summary["warnings"][0]
+    assert summary["burn_in_steps"] == 2  # 10% of 20 steps
+
+
 def test_print_config_prints_and_creates_no_run(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["lr-find", "-c", "smoke", "--set", f"run.root={tmp_path}", "--print-config"])
     assert result.exit_code == 0, result.output

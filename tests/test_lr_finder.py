@@ -14,6 +14,7 @@ from cifarcli.config import LR_SUGGESTION_NAMES, LrFindConfig, OptimConfig
 from cifarcli.engine.loop import StepSettings
 from cifarcli.engine.lr_finder import (
     SUGGESTERS,
+    curve_warnings,
     cycle_batches,
     find_lr,
     longest_valley,
@@ -221,6 +222,28 @@ def test_too_short_a_curve_gives_no_suggestion() -> None:
     assert all(s.note.startswith("only 3 step(s) recorded") for s in suggestions.values())
 
 
+def test_a_burn_in_keeps_an_early_lucky_batch_from_driving_the_suggestions() -> None:
+    lrs, losses = parabola()
+    spiked = losses + 1.0  # lowest 1.0 at point 30
+    spiked[:3] = 0.5  # three lucky batches: a smoothed loss far below the real curve at first
+    assert suggest_all(lrs, spiked)["min_div10"].lr is None  # read from step 0: the lowest loss is the first
+    suggestions = suggest_all(lrs, spiked, burn_in=6)
+    assert suggestions["min_div10"].index == 30 and suggestions["min_div10"].lr == pytest.approx(1e-4, rel=1e-12)
+    assert suggestions["valley"].index == 6 + round(2 / 3 * 24)  # the valley from point 6 (after the burn-in) to 30
+    assert suggest_all(lrs[:8], spiked[:8], burn_in=6)["valley"].note.startswith("only 8 step(s) recorded, the first 6 of them burn-in")
+
+
+def test_a_flat_curve_is_warned_about_with_what_to_change() -> None:
+    flat = 2.30 + 0.01 * np.sin(np.linspace(0, 6, 50))
+    (warning,) = curve_warnings(flat)
+    assert "barely moved" in warning and "0.9%" in warning
+    assert "lr_find.start_lr" in warning and "lr_find.end_lr" in warning and "lr_find.num_iter" in warning
+    assert curve_warnings(parabola()[1]) == ()
+    spiked = flat.copy()
+    spiked[0] = 9.0  # an early spike makes the curve look as if it moved, until the burn-in skips it
+    assert curve_warnings(spiked) == () and len(curve_warnings(spiked, burn_in=5)) == 1
+
+
 def test_suggesters_match_the_config_names() -> None:
     assert tuple(SUGGESTERS) == LR_SUGGESTION_NAMES
 
@@ -242,6 +265,17 @@ def test_axis_limits_leave_out_a_diverged_tail() -> None:
     bottom, top = loss_axis_limits(smoothed, smoothed)
     assert bottom < 1.0 and 2.3 < top < 10.0
     assert math.isfinite(bottom) and math.isfinite(top)
+
+
+def test_axis_limits_show_the_divergence_after_the_lowest_loss() -> None:
+    smoothed = np.array([2.3, 2.0, 1.5, 1.0, 2.0, 4.0, 5.5])
+    bottom, top = loss_axis_limits(smoothed, smoothed)
+    assert bottom < 1.0 and top >= 5.5  # the whole rise is in view
+    raw = smoothed.copy()
+    raw[-1] = np.inf  # a raw loss that overflowed does not break the limits
+    assert np.isfinite(loss_axis_limits(raw, smoothed)).all()
+    lucky = np.concatenate([[0.2, 0.3], smoothed])  # two lucky batches in the burn-in stay below the axis
+    assert loss_axis_limits(lucky, lucky, burn_in_steps=2) == (bottom, top)
 
 
 def test_steepest_ignores_a_rebound_after_the_lowest_loss() -> None:

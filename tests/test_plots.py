@@ -161,3 +161,14 @@ def test_report_page_escapes_every_string_and_embeds_figures(tmp_path: Path) -> 
     assert text.count(evil) == 0
     written = write_report_html(page, tmp_path / "out" / "index.html")
     assert written.read_text(encoding="utf-8") == text
+
+
+def test_log_axes_label_their_decades_as_plain_text() -> None:
+    from cifarcli.plots.figures import new_figure, set_log_scale
+
+    fig, ax = new_figure(4.0, 3.0)
+    ax.plot([1e-5, 1e-1], [1.0, 2.0])
+    set_log_scale(ax, "x")
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert "0.001" in labels and not any("$" in label or "mathdefault" in label for label in labels)  # mathtext is off

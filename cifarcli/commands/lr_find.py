@@ -67,6 +67,8 @@ def lr_find(
     stdout = make_console(stderr=False)
     stdout.print(suggestion_table(result, cfg.lr_find.suggestion))
     stdout.print(f"stopped after {result.steps} of {cfg.lr_find.num_iter} steps: {result.stop_reason}", soft_wrap=True)
+    for warning in result.warnings:  # shown with --quiet too: it says the suggestions may mislead
+        stdout.print(f"warning: {warning}", soft_wrap=True)
     print_written(written)
     chosen = result.suggestions[cfg.lr_find.suggestion]
     if chosen.lr is None:

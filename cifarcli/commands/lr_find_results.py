@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ def lr_find_summary(cfg: ExperimentConfig, result: LrFindResult) -> dict[str, An
             name: {"lr": s.lr, "step": s.index, "note": s.note} for name, s in result.suggestions.items()
         },
         "stop_reason": result.stop_reason,
+        "burn_in_steps": result.burn_in_steps,
+        "warnings": list(result.warnings),
         "stopped_early": result.stopped_early,
         "steps": result.steps,
         "lowest_smoothed_loss": float(min(result.smoothed_losses)) if result.steps else None,
@@ -52,10 +55,11 @@ def write_lr_find(run_dir: Path, cfg: ExperimentConfig, result: LrFindResult) ->
     fileio.write_json(json_path, lr_find_summary(cfg, result))
     title = f"LR range test: {cfg.model.name}, {cfg.optim.name}, {cfg.lr_find.mode} sweep ({result.steps} steps)\n{result.stop_reason}"
     chosen = result.suggestions[cfg.lr_find.suggestion]
+    notes = [*([] if chosen.lr is not None else [f"no {chosen.name} suggestion: {chosen.note}"]), *result.warnings]
     png_path = plot_lr_find(
         result.lrs, result.losses, result.smoothed_losses, {n: s.lr for n, s in result.suggestions.items()},
-        run_dir / LR_FIND_PNG, chosen=chosen.name, title=title,
-        note="" if chosen.lr is not None else f"no {chosen.name} suggestion: {chosen.note}",
+        run_dir / LR_FIND_PNG, chosen=chosen.name, title=title, note="\n".join(textwrap.fill(n, 70) for n in notes),
+        burn_in_steps=result.burn_in_steps,
     )  # fmt: skip
     return [run_dir / runs.CONFIG_FILE, csv_path, json_path, png_path]
 

@@ -3,14 +3,17 @@
 `find_lr` runs the configured optimisation step (`optimisation_step`: autocast, label
 smoothing, L1, clipping, grad scaler) with a `LambdaLR` that sets the sweep's LR before every
 step, records the loss, smooths it (an exponential moving average with bias correction) and
-stops at `end_lr`, when the smoothed loss exceeds `diverge_factor` times its best, or when the
-loss turns NaN/inf. The model, the optimizer and the global RNG are restored afterwards, so the
+stops at `end_lr`, when the smoothed loss exceeds `diverge_factor` times its best after the
+burn-in, or when the loss turns NaN/inf. The model, the optimizer and the global RNG are restored afterwards, so the
 sweep never changes what follows.
 
-The suggestions are pure functions of the recorded curve (LRs and smoothed losses):
+The suggestions are pure functions of the recorded curve (LRs and smoothed losses), read
+after a burn-in (the first `lr_find.burn_in_share` of the steps, where one lucky or unlucky
+batch still moves the smoothed loss a lot):
 - `steepest`: where the smoothed loss falls fastest against log(LR);
 - `min_div10`: the LR at the lowest smoothed loss, divided by 10;
 - `valley`: two thirds of the way down the longest valley of decreasing loss.
+`curve_warnings` says when the smoothed loss barely moved, so that no suggestion means much.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from cifarcli.errors import UsageError
 MIN_POINTS = 5  # fewer recorded steps than this give no suggestion at all
 EDGE_SHARE = 0.05  # `steepest` ignores this share of the points at each end (at least one)
 VALLEY_POSITION = 2 / 3  # how far down the valley `valley` picks its point
+FLAT_SHARE = 0.03  # a smoothed loss whose range after the burn-in is under 3% of its level "barely moved"
 
 StepHook = Callable[[int, float, float], None]  # (step index, lr, smoothed loss)
 
@@ -60,6 +64,8 @@ class LrFindResult:
     stop_reason: str  # "reached end_lr", "loss diverged (...) at lr ...", "loss became nan at lr ..."
     stopped_early: bool
     suggestions: dict[str, Suggestion]
+    burn_in_steps: int = 0  # the first steps the suggestions ignore
+    warnings: tuple[str, ...] = ()  # why the suggestions may mean little, each with what to change
 
     @property
     def steps(self) -> int:
@@ -112,6 +118,7 @@ def _sweep(
     losses: list[float] = []
     smoothed: list[float] = []
     average, best = 0.0, math.inf
+    burn_in = burn_in_steps(cfg)
     for step, (inputs, targets) in zip(range(cfg.num_iter), batches):
         lr = state.lr
         try:
@@ -128,6 +135,8 @@ def _sweep(
             on_step(step, lr, smooth)
         if not math.isfinite(smooth):
             return lrs, losses, smoothed, f"loss became {smooth} at lr {lr:.3g}"
+        if step < burn_in:  # a lucky early batch must not set the best that divergence is measured from
+            continue
         best = min(best, smooth)
         if smooth > cfg.diverge_factor * best:
             return lrs, losses, smoothed, f"loss diverged (smoothed loss > {cfg.diverge_factor:g}x best) at lr {lr:.3g}"
@@ -172,13 +181,42 @@ def find_lr(
         if isinstance(start_epoch, int) and hasattr(batches, "set_epoch"):
             batches.set_epoch(start_epoch)
     lr_array, smooth_array = np.asarray(lrs, dtype=np.float64), np.asarray(smoothed, dtype=np.float64)
+    burn_in = burn_in_steps(cfg)
     return LrFindResult(
         lrs=lr_array,
         losses=np.asarray(losses, dtype=np.float64),
         smoothed_losses=smooth_array,
         stop_reason=reason,
         stopped_early=reason != "reached end_lr",
-        suggestions=suggest_all(lr_array, smooth_array),
+        suggestions=suggest_all(lr_array, smooth_array, burn_in),
+        burn_in_steps=burn_in,
+        warnings=curve_warnings(smooth_array, burn_in),
+    )
+
+
+def burn_in_steps(cfg: LrFindConfig) -> int:
+    """How many of the sweep's first steps the suggestions skip: `burn_in_share` of `num_iter`, rounded down."""
+    return int(cfg.burn_in_share * cfg.num_iter)
+
+
+def curve_warnings(smoothed_losses: np.ndarray, burn_in: int = 0) -> tuple[str, ...]:
+    """Why the curve says little, each with the setting to change; () for a curve that moved.
+
+    The smoothed loss "barely moved" when, after the burn-in, its range is under FLAT_SHARE of
+    its level: the sweep did not reach LRs that train (too low) or that diverge (too high).
+    """
+    curve = np.asarray(smoothed_losses, dtype=np.float64)[burn_in:]
+    curve = curve[np.isfinite(curve)]
+    if len(curve) < MIN_POINTS:
+        return ()
+    lowest, highest = float(curve.min()), float(curve.max())
+    level = max(abs(highest), 1e-12)
+    if (highest - lowest) / level >= FLAT_SHARE:
+        return ()
+    return (
+        f"the smoothed loss barely moved over the sweep ({lowest:.4g} to {highest:.4g}, {100 * (highest - lowest) / level:.1f}%), "
+        "so the suggestions mean little: widen the range (lower lr_find.start_lr, raise lr_find.end_lr) "
+        "or take more steps (raise lr_find.num_iter)",
     )
 
 
@@ -262,10 +300,22 @@ SUGGESTERS: dict[str, Callable[[np.ndarray, np.ndarray], Suggestion]] = {
 }
 
 
-def suggest_all(lrs: np.ndarray, smoothed_losses: np.ndarray) -> dict[str, Suggestion]:
-    """Every suggestion for one curve, keyed by name."""
-    return {name: suggest(lrs, smoothed_losses) for name, suggest in SUGGESTERS.items()}
+def suggest_all(lrs: np.ndarray, smoothed_losses: np.ndarray, burn_in: int = 0) -> dict[str, Suggestion]:
+    """Every suggestion for one curve, keyed by name, read from the points after the first `burn_in`.
+
+    Indices in the suggestions count from the start of the whole curve.
+    """
+    if len(lrs) - burn_in < MIN_POINTS:
+        return {name: _too_short(name, len(lrs), burn_in) for name in SUGGESTERS}
+    suggestions = {}
+    for name, suggest in SUGGESTERS.items():
+        found = suggest(np.asarray(lrs)[burn_in:], np.asarray(smoothed_losses)[burn_in:])
+        suggestions[name] = dataclasses.replace(found, index=found.index + burn_in) if found.index is not None else found
+    return suggestions
 
 
-def _too_short(name: str, points: int) -> Suggestion:
-    return Suggestion(name, None, None, f"only {points} step(s) recorded; at least {MIN_POINTS} are needed")
+def _too_short(name: str, points: int, burn_in: int = 0) -> Suggestion:
+    if not burn_in:
+        return Suggestion(name, None, None, f"only {points} step(s) recorded; at least {MIN_POINTS} are needed")
+    return Suggestion(name, None, None, f"only {points} step(s) recorded, the first {min(burn_in, points)} of them "
+                      f"burn-in (lr_find.burn_in_share); at least {MIN_POINTS} after it are needed")  # fmt: skip

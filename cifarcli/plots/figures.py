@@ -23,6 +23,20 @@ def new_figure(width_in: float, height_in: float, rows: int = 1, cols: int = 1):
     return plt.subplots(rows, cols, figsize=(width_in, height_in), constrained_layout=True)
 
 
+def set_log_scale(ax, which: str) -> None:
+    """A log scale on `ax`'s "x" or "y" axis, its decades labelled as plain text ("1e-05").
+
+    Matplotlib's own log labels are mathtext (`$\\mathdefault{10^{-5}}$`), which would be drawn
+    as written here, since mathtext is off (see above).
+    """
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    (ax.set_xscale if which == "x" else ax.set_yscale)("log")
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
 def save_figure(fig, path: Path, dpi: int = 120) -> Path:
     """Render `fig` to PNG at `path` atomically, close it, and return the path."""
     buffer = io.BytesIO()

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cifarcli.plots.figures import new_figure, save_figure
+from cifarcli.plots.figures import new_figure, save_figure, set_log_scale
 from cifarcli.plots.overlays import literal
 
 CONTOUR_LEVELS = 30
@@ -38,7 +38,7 @@ def plot_landscape_1d(coordinates: np.ndarray, curves: Sequence[Surface], path: 
     for label, losses in curves:
         ax.plot(coordinates, losses, marker="o" if len(coordinates) <= 31 else None, markersize=3, label=literal(label))
     ax.axvline(0.0, color="grey", linewidth=0.8, linestyle=":")
-    ax.set_yscale("log")
+    set_log_scale(ax, "y")
     ax.set_xlabel("step along direction 1 (a)")
     ax.set_ylabel("loss (log scale)")
     ax.set_title(literal(title), fontsize=10)

@@ -8,27 +8,55 @@ from typing import Mapping, Optional
 import numpy as np
 
 from cifarcli import escape
-from cifarcli.plots.figures import new_figure, save_figure
+from cifarcli.plots.figures import new_figure, save_figure, set_log_scale
 
 SUGGESTION_COLOURS = ("tab:red", "tab:green", "tab:purple", "tab:brown")
 
 
-def loss_axis_limits(raw: np.ndarray, smoothed: np.ndarray) -> tuple[float, float]:
-    """y-limits that show the whole descent but not a diverged tail that would flatten it.
+DIVERGENCE_VIEW = 3.0  # the rise after the lowest loss is shown up to this many times the descent before it
 
-    A curve with no descent (its lowest point is its first) is shown whole.
+
+def _finite(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    return values[np.isfinite(values)]
+
+
+def loss_axis_limits(raw: np.ndarray, smoothed: np.ndarray, burn_in_steps: int = 0) -> tuple[float, float]:
+    """y-limits that show the whole descent and the divergence after it.
+
+    The rise after the lowest smoothed loss is shown up to DIVERGENCE_VIEW times the descent
+    (a loss that shoots to 100x would flatten the descent to a line); a curve with no descent
+    (its lowest point is its first) is shown whole. Non-finite losses and the burn-in (whose
+    spikes the suggestions ignore too) are left out.
     """
-    lowest = float(min(np.nanmin(raw), np.nanmin(smoothed)))
-    bottom_index = int(np.nanargmin(smoothed))
+    if burn_in_steps < len(smoothed):
+        raw, smoothed = np.asarray(raw)[burn_in_steps:], np.asarray(smoothed)[burn_in_steps:]
+    smoothed = np.asarray(smoothed, dtype=np.float64)
+    shown = np.concatenate([_finite(raw), _finite(smoothed)])
+    if not len(shown):
+        return 0.0, 1.0
+    lowest = float(shown.min())
+    curve = np.where(np.isfinite(smoothed), smoothed, np.nan)
+    bottom_index = int(np.nanargmin(curve)) if np.isfinite(curve).any() else 0
     if bottom_index == 0:
-        top = float(np.nanmax(np.concatenate([raw, smoothed])))
-        margin = 0.05 * max(top - lowest, 1e-3)
-        return lowest - margin, top + margin
-    before_min = float(np.nanmax(smoothed[: bottom_index + 1]))
-    top = max(before_min, float(smoothed[0])) + 0.5 * max(before_min - lowest, 0.0)
-    top = min(top, float(np.nanmax(np.concatenate([raw, smoothed]))))
+        top = float(shown.max())
+    else:
+        start = float(np.nanmax(curve[: bottom_index + 1]))
+        tail = _finite(curve[bottom_index:])
+        top = max(start, min(float(tail.max()), start + DIVERGENCE_VIEW * (start - float(curve[bottom_index]))))
     margin = 0.05 * max(top - lowest, 1e-3)
     return lowest - margin, top + margin
+
+
+def _mark_off_the_top(ax, lrs: np.ndarray, smoothed: np.ndarray, top: float) -> None:
+    """Say how high the smoothed loss went where it leaves the axes."""
+    finite = np.isfinite(smoothed)
+    if not finite.any() or float(np.max(smoothed[finite])) <= top:
+        return
+    peak = int(np.argmax(np.where(finite, smoothed, -np.inf)))
+    ax.annotate(f"diverged: smoothed loss {smoothed[peak]:.3g} at lr {lrs[peak]:.2e}", xy=(lrs[peak], top),
+                xytext=(-30, -28), textcoords="offset points", ha="right", fontsize=9, color="tab:blue",
+                arrowprops={"arrowstyle": "->", "color": "tab:blue"})  # fmt: skip
 
 
 def plot_lr_find(
@@ -40,18 +68,24 @@ def plot_lr_find(
     chosen: Optional[str] = None,
     title: str = "LR range test",
     note: str = "",
+    burn_in_steps: int = 0,
 ) -> Path:
     """Draw the loss curves; each suggestion (name -> LR, None = none) gets a labelled line and marker.
 
-    `note` is written inside the axes (e.g. why there is no suggestion).
+    `note` is written inside the axes (e.g. why there is no suggestion); the first
+    `burn_in_steps` points, which the suggestions do not read, are shaded.
     """
     lrs, raw, smoothed = (np.asarray(a, dtype=np.float64) for a in (lrs, losses, smoothed_losses))
     fig, ax = new_figure(8.0, 5.0)
     ax.plot(lrs, raw, color="tab:blue", alpha=0.35, linewidth=1.0, label="loss (raw)")
     ax.plot(lrs, smoothed, color="tab:blue", linewidth=2.0, label="loss (smoothed)")
-    ax.set_xscale("log")
+    set_log_scale(ax, "x")
     if len(lrs):
-        ax.set_ylim(*loss_axis_limits(raw, smoothed))
+        bottom, top = loss_axis_limits(raw, smoothed, burn_in_steps)
+        ax.set_ylim(bottom, top)
+        _mark_off_the_top(ax, lrs, smoothed, top)
+    if 0 < burn_in_steps < len(lrs):
+        ax.axvspan(lrs[0], lrs[burn_in_steps], color="0.85", alpha=0.6, linewidth=0, label=f"burn-in ({burn_in_steps} steps, not read)")
     marked = [(name, lr) for name, lr in suggestions.items() if lr is not None]
     for colour, (name, lr) in zip(SUGGESTION_COLOURS, marked):
         label = f"{name}: {lr:.2e}" + ("  (chosen)" if name == chosen else "")
