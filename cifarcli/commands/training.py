@@ -14,6 +14,7 @@ from cifarcli.commands import compose
 from cifarcli.commands.evaluation import eval_data_of, evaluate_split, scored_label, write_evaluation
 from cifarcli.config import ExperimentConfig, config_to_yaml
 from cifarcli.engine.loop import TrainState
+from cifarcli.commands.tensorboard_views import TEST_CONFUSION_TAG, ConfusionPerEpoch, final_metrics, hparam_values
 from cifarcli.engine.tensorboard import TensorBoardLogger
 from cifarcli.engine.callbacks import CallbackList, TrainCallbacks
 from cifarcli.engine.trainer import FitResult, FitSettings, fit, restore_train_state
@@ -43,11 +44,13 @@ def train_and_score(
     display: TrainCallbacks,
 ) -> TrainingOutcome:  # fmt: skip
     """Train to the end (TensorBoard logging if configured), then score the best checkpoint on the test set."""
-    logger = TensorBoardLogger(run_dir / runs.TENSORBOARD_DIR, cfg.train.tensorboard_every_steps) if cfg.run.tensorboard else None
+    logger = None
+    if cfg.run.tensorboard:
+        logger = TensorBoardLogger(run_dir / runs.TENSORBOARD_DIR, cfg.train.tensorboard_every_steps,
+                                   preview=lambda: compose.preview_augmented(cfg, data, count=32))  # fmt: skip
     try:
-        if logger is not None:
-            logger.log_image_grid("augmented_train_batch", compose.preview_augmented(cfg, data, count=32))
-        callbacks = CallbackList([display, *([logger] if logger else [])])
+        views = [logger, ConfusionPerEpoch(logger, data.labels.class_names)] if logger is not None else []
+        callbacks = CallbackList([display, *views])
         extra = {"config": cfg.model_dump(mode="json"), "num_classes": data.labels.num_classes, "class_names": data.labels.class_names}
         with compose.out_of_memory_as_error(cfg.data.batch_size, "data.batch_size"):
             result = fit(state, data.train, data.val, fit_settings(cfg, device), compose.run_files(run_dir), extra, callbacks)
@@ -59,7 +62,8 @@ def train_and_score(
                                        f"Confusion matrix: {scored_label(summary)}")  # fmt: skip
         written.append(figure)
         if logger is not None:
-            logger.log_png("confusion_matrix", figure)
+            logger.log_png(TEST_CONFUSION_TAG, figure, state.epoch)
+            logger.log_hparams(hparam_values(cfg), final_metrics(summary, result.history), state.epoch)
     finally:
         if logger is not None:
             logger.close()

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
     from cifarcli.engine.loop import StepLoss, TrainState
+    from cifarcli.engine.predict import Predictions
 
 
 class TrainCallbacks:
@@ -19,6 +20,7 @@ class TrainCallbacks:
     def on_epoch_start(self, epoch: int, steps: int) -> None: ...
     def on_step(self, step: int, lr: float) -> None: ...  # every train.progress_every_steps: host values only
     def on_losses(self, losses: list[StepLoss]) -> None: ...  # the steps read back at one sync
+    def on_validation(self, epoch: int, predictions: Predictions) -> None: ...  # the epoch's validation pass (raw weights)
     def on_epoch_end(self, row: dict[str, float], is_best: bool) -> None: ...
     def on_train_end(self) -> None: ...
 
@@ -44,6 +46,10 @@ class CallbackList(TrainCallbacks):
     def on_losses(self, losses: list[StepLoss]) -> None:
         for cb in self.callbacks:
             cb.on_losses(losses)
+
+    def on_validation(self, epoch: int, predictions: Predictions) -> None:
+        for cb in self.callbacks:
+            cb.on_validation(epoch, predictions)
 
     def on_epoch_end(self, row: dict[str, float], is_best: bool) -> None:
         for cb in self.callbacks:

@@ -182,13 +182,15 @@ def fit(
                 )
             state.batch_in_epoch = 0
             state.epoch = epoch + 1
-            row, is_best = _finish_epoch(state, stats, val_loader, settings)
+            row, is_best, val = _finish_epoch(state, stats, val_loader, settings)
             _write_metrics(files, state.history, metric_columns(state.ema is not None))
             if is_best:  # best.pt first: a kill before last.pt replays this epoch, which writes both again
                 save_checkpoint(best, checkpoint_state(state, checkpoint_extra))
                 copy_checkpoint(best, last)
             else:
                 save_checkpoint(last, checkpoint_state(state, checkpoint_extra))
+            if val is not None:
+                callbacks.on_validation(state.epoch, val)
             callbacks.on_epoch_end(row, is_best)
     callbacks.on_train_end()
     return FitResult(last_checkpoint=last, best_checkpoint=best if best.exists() else last, history=state.history)
@@ -196,8 +198,8 @@ def fit(
 
 def _finish_epoch(
     state: TrainState, stats: EpochStats, val_loader: Optional[Batches], settings: FitSettings
-) -> tuple[dict[str, float], bool]:
-    """Validate, record the epoch's row in the history, and say whether it is the best so far."""
+) -> tuple[dict[str, float], bool, Optional[Predictions]]:
+    """Validate, record the epoch's row in the history; returns it, whether it is the best so far, and the predictions."""
     autocast = settings.step.autocast
     val = predict(state.forward, val_loader, autocast) if val_loader is not None else None
     ema_val = predict(state.ema.module, val_loader, autocast) if (val_loader is not None and state.ema) else None
@@ -219,7 +221,7 @@ def _finish_epoch(
     is_best = math.isfinite(score) and score > state.best_val_accuracy
     if is_best:
         state.best_val_accuracy = score
-    return row, is_best
+    return row, is_best, val
 
 
 def _write_metrics(files: RunFiles, history: list[dict[str, float]], columns: list[str]) -> None:

@@ -8,7 +8,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from cifarcli import escape
-from cifarcli.plots.figures import new_figure, save_figure
+from cifarcli.plots.figures import new_figure, render_figure, save_figure
 
 ANNOTATE_MAX_CLASSES = 20  # up to this many classes every cell shows its share as text
 
@@ -114,3 +114,27 @@ def plot_confusion_matrix(
     support.tick_params(length=0)
     fig.suptitle(escape.plot(title), fontsize=14 if n > ANNOTATE_MAX_CLASSES else 12)
     return save_figure(fig, path)
+
+
+def confusion_image(matrix: np.ndarray, class_names: list[str], title: str) -> np.ndarray:
+    """A compact class-labelled image (H x W x 3 uint8) of the row-normalised matrix, for TensorBoard.
+
+    One panel, the counts written in up to ANNOTATE_MAX_CLASSES classes: cheap enough to draw
+    after every epoch.
+    """
+    counts = np.asarray(matrix, dtype=np.int64)
+    n = len(class_names)
+    side, font = _layout(n)
+    fig, ax = new_figure(side, side)
+    ax.imshow(normalise_rows(counts), cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    labels = [escape.plot(name) for name in class_names]
+    ax.set_xticks(range(n), labels, rotation=90, fontsize=font)
+    ax.set_yticks(range(n), [f"{label} (n={int(total)})" for label, total in zip(labels, counts.sum(axis=1))], fontsize=font)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class (images)")
+    ax.set_title(escape.plot(title) + "\ncolour: share of the row; numbers: images", fontsize=font + 1)
+    if n <= ANNOTATE_MAX_CLASSES:
+        shares = normalise_rows(counts)
+        for i, j in zip(*np.nonzero(counts)):
+            ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7, color="white" if shares[i, j] > 0.5 else "black")
+    return render_figure(fig)

@@ -37,6 +37,17 @@ def set_log_scale(ax, which: str) -> None:
     axis.set_minor_formatter(NullFormatter())
 
 
+def render_figure(fig, dpi: int = 80) -> "np.ndarray":
+    """`fig` as an H x W x 3 uint8 array (for TensorBoard), and closed."""
+    import numpy as np
+
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return pixels
+
+
 def save_figure(fig, path: Path, dpi: int = 120) -> Path:
     """Render `fig` to PNG at `path` atomically, close it, and return the path."""
     buffer = io.BytesIO()
