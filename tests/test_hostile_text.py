@@ -62,6 +62,14 @@ def test_the_confusion_matrix_csv_round_trips_every_name(hostile_run: tuple[Path
     assert [row[0] for row in rows[1:]] == HOSTILE_NAMES
 
 
+def test_predictions_csv_names_every_class_as_written(hostile_run: tuple[Path, str]) -> None:
+    run_dir, _ = hostile_run
+    with (run_dir / "predictions.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and all(row["true_class"] == HOSTILE_NAMES[int(row["true"])] for row in rows)
+    assert all(row["predicted_class"] == HOSTILE_NAMES[int(row["predicted"])] for row in rows)
+
+
 def test_evaluate_prints_each_name_escaped_for_the_terminal(hostile_run: tuple[Path, str]) -> None:
     run_dir, _ = hostile_run
     result = runner.invoke(app, ["evaluate", str(run_dir)])

@@ -95,15 +95,20 @@ def test_finder_uses_the_sweep_lrs_cycles_epochs_and_reaches_end() -> None:
     assert loader.epoch == 0  # put back as it was
 
 
-def test_smoothed_loss_is_the_bias_corrected_ema() -> None:
-    cfg = LrFindConfig(start_lr=1e-5, end_lr=1e-3, num_iter=8, smoothing=0.9, diverge_factor=100.0)
+@pytest.mark.parametrize("burn_in_share, burn_in", [(0.0, 0), (0.25, 2)])
+def test_smoothed_loss_is_the_bias_corrected_ema_started_again_after_the_burn_in(burn_in_share: float, burn_in: int) -> None:
+    cfg = LrFindConfig(start_lr=1e-5, end_lr=1e-3, num_iter=8, smoothing=0.9, diverge_factor=100.0, burn_in_share=burn_in_share)
     _, _, _, result = run_finder(cfg)
-    average, expected = 0.0, []
-    for step, loss in enumerate(result.losses):
-        average = 0.9 * average + 0.1 * loss
-        expected.append(average / (1 - 0.9 ** (step + 1)))
+    assert result.burn_in_steps == burn_in
+    expected = []
+    for start, stop in ((0, burn_in), (burn_in, len(result.losses))):  # a burn-in spike does not linger after it
+        average = 0.0
+        for count, loss in enumerate(result.losses[start:stop], 1):
+            average = 0.9 * average + 0.1 * loss
+            expected.append(average / (1 - 0.9**count))
     np.testing.assert_allclose(result.smoothed_losses, expected, rtol=1e-12)
     assert result.smoothed_losses[0] == pytest.approx(result.losses[0])
+    assert result.smoothed_losses[burn_in] == pytest.approx(result.losses[burn_in])
 
 
 def test_finder_restores_weights_buffers_optimizer_mode_and_rng() -> None:
@@ -145,6 +150,24 @@ def test_diverging_loss_stops_early_with_the_reason() -> None:
     running_best = np.minimum.accumulate(result.smoothed_losses)
     over = result.smoothed_losses > 5 * running_best
     assert over[-1] and not over[:-1].any()  # it stopped at the first such step
+
+
+@pytest.mark.parametrize("burn_in_share, steps", [(0.0, 2), (0.1, 20)])
+def test_a_lucky_first_batch_stops_the_sweep_only_without_a_burn_in(
+    monkeypatch: pytest.MonkeyPatch, burn_in_share: float, steps: int
+) -> None:
+    scripted = iter([0.1, *[2.3] * 19])  # one lucky batch, then an ordinary flat loss
+
+    def step(state, *args):  # the loss of a real step, scripted; the LR still rises
+        state.optimizer.step()  # no gradients: changes nothing, but keeps the scheduler's order check quiet
+        state.scheduler.step()
+        return next(scripted), None
+
+    monkeypatch.setattr("cifarcli.engine.lr_finder.optimisation_step", step)
+    cfg = LrFindConfig(start_lr=1e-4, end_lr=1e-2, num_iter=20, smoothing=0.0, diverge_factor=5.0, burn_in_share=burn_in_share)
+    result = run_finder(cfg)[3]
+    assert result.steps == steps  # 2.3 > 5 x 0.1: "diverged" at the second step when the first sets the best
+    assert result.stopped_early == (steps < 20)
 
 
 def test_nan_loss_stops_the_sweep_even_when_training_would_skip_it() -> None:

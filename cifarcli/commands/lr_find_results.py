@@ -72,5 +72,7 @@ def suggestion_table(result: LrFindResult, chosen: str) -> Table:
     for name, suggestion in result.suggestions.items():
         value = f"{suggestion.lr:.3g}" if suggestion.lr is not None else "-"
         table.add_row("*" if name == chosen else "", name, value, suggestion.note)
-    table.caption = f"* chosen by lr_find.suggestion={chosen}"
+    table.caption = f"* chosen by lr_find.suggestion={chosen}" + (
+        f"; the first {result.burn_in_steps} steps are a burn-in the suggestions skip" if result.burn_in_steps else ""
+    )
     return table

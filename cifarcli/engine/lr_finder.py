@@ -2,10 +2,10 @@
 
 `find_lr` runs the configured optimisation step (`optimisation_step`: autocast, label
 smoothing, L1, clipping, grad scaler) with a `LambdaLR` that sets the sweep's LR before every
-step, records the loss, smooths it (an exponential moving average with bias correction) and
-stops at `end_lr`, when the smoothed loss exceeds `diverge_factor` times its best after the
-burn-in, or when the loss turns NaN/inf. The model, the optimizer and the global RNG are restored afterwards, so the
-sweep never changes what follows.
+step, records the loss, smooths it (an exponential moving average with bias correction, started
+again after the burn-in) and stops at `end_lr`, when the smoothed loss exceeds `diverge_factor`
+times its best after the burn-in, or when the loss turns NaN/inf. The model, the optimizer and
+the global RNG are restored afterwards, so the sweep never changes what follows.
 
 The suggestions are pure functions of the recorded curve (LRs and smoothed losses), read
 after a burn-in (the first `lr_find.burn_in_share` of the steps, where one lucky or unlucky
@@ -126,8 +126,10 @@ def _sweep(
         except NonFiniteLoss as exc:
             return lrs, losses, smoothed, f"loss became {_nonfinite_word(exc)} at lr {lr:.3g}"
         assert loss is not None  # skip_nonfinite is off, so a bad loss raises instead
+        if step == burn_in:  # the smoothing starts again: a burn-in spike would linger in the average for ~1/(1-smoothing) steps
+            average = 0.0
         average = cfg.smoothing * average + (1 - cfg.smoothing) * loss
-        smooth = average / (1 - cfg.smoothing ** (step + 1))
+        smooth = average / (1 - cfg.smoothing ** (step + 1 - (burn_in if step >= burn_in else 0)))
         lrs.append(lr)
         losses.append(loss)
         smoothed.append(smooth)

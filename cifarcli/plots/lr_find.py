@@ -48,12 +48,15 @@ def loss_axis_limits(raw: np.ndarray, smoothed: np.ndarray, burn_in_steps: int =
     return lowest - margin, top + margin
 
 
-def _mark_off_the_top(ax, lrs: np.ndarray, smoothed: np.ndarray, top: float) -> None:
-    """Say how high the smoothed loss went where it leaves the axes."""
-    finite = np.isfinite(smoothed)
-    if not finite.any() or float(np.max(smoothed[finite])) <= top:
+def _mark_off_the_top(ax, lrs: np.ndarray, smoothed: np.ndarray, top: float, burn_in_steps: int) -> None:
+    """Say how high the smoothed loss rose after its lowest point where it leaves the axes."""
+    curve = np.where(np.isfinite(smoothed), smoothed, np.nan)[burn_in_steps:]
+    if not np.isfinite(curve).any():
         return
-    peak = int(np.argmax(np.where(finite, smoothed, -np.inf)))
+    after = int(np.nanargmin(curve))
+    peak = burn_in_steps + after + int(np.nanargmax(curve[after:]))
+    if smoothed[peak] <= top:
+        return
     ax.annotate(f"diverged: smoothed loss {smoothed[peak]:.3g} at lr {lrs[peak]:.2e}", xy=(lrs[peak], top),
                 xytext=(-30, -28), textcoords="offset points", ha="right", fontsize=9, color="tab:blue",
                 arrowprops={"arrowstyle": "->", "color": "tab:blue"})  # fmt: skip
@@ -83,7 +86,7 @@ def plot_lr_find(
     if len(lrs):
         bottom, top = loss_axis_limits(raw, smoothed, burn_in_steps)
         ax.set_ylim(bottom, top)
-        _mark_off_the_top(ax, lrs, smoothed, top)
+        _mark_off_the_top(ax, lrs, smoothed, top, min(burn_in_steps, len(lrs) - 1))
     if 0 < burn_in_steps < len(lrs):
         ax.axvspan(lrs[0], lrs[burn_in_steps], color="0.85", alpha=0.6, linewidth=0, label=f"burn-in ({burn_in_steps} steps, not read)")
     marked = [(name, lr) for name, lr in suggestions.items() if lr is not None]
