@@ -265,8 +265,9 @@ ROWS = [
     Row("evaluation.json without top1", _json_edit(_without("top1")), 1, ("'top1' is missing",)),
     Row("evaluation.json with an unknown split", _json_edit(lambda s: {**s, "split": "train"}), 1, ("'split' is not valid",)),
     Row("predictions.csv with a negative index", _predictions_edit(0, 0, "-5"), 1, ("predictions.csv: an image index is outside 0..99",)),
-    Row("predictions.csv with an unknown class", _predictions_edit(3, 2, "12"), 1, ("predictions.csv: a class is outside 0..9",)),
-    Row("predictions.csv with a probability of 7", _predictions_edit(1, 3, "7"), 1, ("a probability is outside [0, 1]",)),
+    Row("predictions.csv with an unknown class", _predictions_edit(3, 3, "12"), 1, ("predictions.csv: a class is outside 0..9",)),
+    Row("predictions.csv with a probability of 7", _predictions_edit(1, 5, "7"), 1, ("a probability is outside [0, 1]",)),
+    Row("predictions.csv with a negative loss", _predictions_edit(2, 7, "-1"), 1, ("predictions.csv: a loss is negative or not a number",)),
     Row("predictions.csv cut short", _report_with("predictions.csv", _text("index,true,predicted,confidence,true_probability\n0,1,1,0.5,0.5\n")), 1,
         ("predictions.csv: it has 1 rows, evaluation.json counts 100 images",)),
     Row("confusion_matrix.csv with other counts", _report_with("confusion_matrix.csv", _text(

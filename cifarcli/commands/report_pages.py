@@ -11,13 +11,13 @@ from cifarcli import fileio, runs
 from cifarcli import report_tables as tables
 from cifarcli.commands import compose
 from cifarcli.commands.evaluation import headline_rows, scored_label
+from cifarcli.commands.report_extras import run_figures
 from cifarcli.commands.report_inputs import Evaluation, RunRecords, read_evaluation
 from cifarcli.config import ExperimentConfig, config_to_yaml
 from cifarcli.data.augment import augment_preview
 from cifarcli.data.cache import CifarArrays
 from cifarcli.data.split import stratified_split
 from cifarcli.engine.schedules import lr_trace
-from cifarcli.commands.report_extras import run_figures
 from cifarcli.plots.class_accuracy import plot_class_accuracy
 from cifarcli.plots.confusion import plot_confusion_matrix
 from cifarcli.plots.curves import plot_lr_schedule, plot_training_curves
@@ -164,18 +164,21 @@ def _write_tables(
     fileio.write_csv(pairs_path, tables.PAIR_COLUMNS, ([row[c] for c in tables.PAIR_COLUMNS] for row in pairs))
     fileio.write_text_atomic(md_path, tables.report_markdown(title, headline, report, pairs))
     numeric = frozenset({"precision", "recall", "f1", "support", "images", "share_of_true_class"})
-    per_class = report[: len(evaluation.class_names)]  # without the two average rows
-    bars = plot_class_accuracy(np.array([row["recall"] for row in per_class]), evaluation.class_names,
-                               out_dir / "class_accuracy.png", f"Accuracy per class: {scored_label(evaluation.summary)}",
-                               float(evaluation.summary["top1"]))  # fmt: skip
     lead: list[Figure | Table] = [
         Table("Per-class precision, recall and F1", tables.REPORT_COLUMNS,
               tables.table_cells(report, tables.REPORT_COLUMNS), numeric),
-        Figure("Accuracy per class", bars, "Lowest first; the dashed line is the overall top-1 accuracy."),
+        _class_accuracy_figure(evaluation, report, out_dir),
     ]  # fmt: skip
     pairs_table = Table("Most confused pairs", tables.PAIR_COLUMNS, tables.table_cells(pairs, tables.PAIR_COLUMNS), numeric,
                         "" if pairs else "No image was misclassified.")  # fmt: skip
     return lead, [pairs_table], [csv_path, md_path, pairs_path]
+
+
+def _class_accuracy_figure(evaluation: Evaluation, report: list[dict], out_dir: Path) -> Figure:
+    recalls = np.array([row["recall"] for row in report[: len(evaluation.class_names)]])  # not the two average rows
+    title = f"Accuracy per class: {scored_label(evaluation.summary)}"
+    path = plot_class_accuracy(recalls, evaluation.class_names, out_dir / "class_accuracy.png", title, float(evaluation.summary["top1"]))
+    return Figure("Accuracy per class", path, "Lowest first; the dashed line is the overall top-1 accuracy.")
 
 
 def _facts(

@@ -117,7 +117,7 @@ def _sweep(
     lrs: list[float] = []
     losses: list[float] = []
     smoothed: list[float] = []
-    average, best = 0.0, math.inf
+    average, count, best = 0.0, 0, math.inf  # count: the steps in the average (for its bias correction)
     burn_in = burn_in_steps(cfg)
     for step, (inputs, targets) in zip(range(cfg.num_iter), batches):
         lr = state.lr
@@ -127,9 +127,10 @@ def _sweep(
             return lrs, losses, smoothed, f"loss became {_nonfinite_word(exc)} at lr {lr:.3g}"
         assert loss is not None  # skip_nonfinite is off, so a bad loss raises instead
         if step == burn_in:  # the smoothing starts again: a burn-in spike would linger in the average for ~1/(1-smoothing) steps
-            average = 0.0
+            average, count = 0.0, 0
+        count += 1
         average = cfg.smoothing * average + (1 - cfg.smoothing) * loss
-        smooth = average / (1 - cfg.smoothing ** (step + 1 - (burn_in if step >= burn_in else 0)))
+        smooth = average / (1 - cfg.smoothing**count)
         lrs.append(lr)
         losses.append(loss)
         smoothed.append(smooth)
