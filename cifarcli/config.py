@@ -26,7 +26,7 @@ from cifarcli.yaml_reader import MAX_YAML_BYTES, YamlProblem, load_yaml
 # names; a test holds each registry to its tuple, so a typo fails at validation with the list.
 # Each tuple is derived from its Literal, so the two cannot drift apart.
 DatasetName = Literal["cifar10", "cifar100", "folder", "npz"]
-ModelName = Literal["mlp", "simple_cnn", "resnet9", "resnet18", "resnet34", "resnet50"]
+ModelName = Literal["mlp", "simple_cnn", "resnet9", "resnet18", "resnet34", "resnet50", "speednet"]
 OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop"]
 ScheduleName = Literal["onecycle", "cosine", "cosine_restarts", "multistep", "constant"]
 LrSuggestionName = Literal["steepest", "min_div10", "valley"]
@@ -125,6 +125,11 @@ class ModelConfig(Section):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout after each hidden fully connected layer (mlp, simple_cnn) or before the head (resnets).")
     hidden_sizes: Optional[list[int]] = Field(None, description="mlp, simple_cnn: widths of the hidden fully connected layers; null = mlp [1024, 512, 256], simple_cnn [256, 128].")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Import-path models only: keyword arguments passed to the callable besides num_classes.")
+    whiten_stem: bool = Field(False, description="Initialise the first conv by whitening training-image patches (eigenvectors of their covariance, and their negatives) and freeze its weights.")
+    whiten_bias_epochs: Optional[int] = Field(None, ge=0, le=MAX_EPOCHS, description="With whiten_stem: train the first conv's bias for this many epochs, then freeze it; null = it always trains.")
+    identity_init: bool = Field(False, description="Start every 3x3 conv (but a whitened stem) as the identity on its first input channels.")
+    bn_momentum: Optional[float] = Field(None, gt=0.0, le=1.0, description="BatchNorm running-statistics momentum (weight of the new batch); null = torch's 0.1.")
+    bn_train_scale: bool = Field(True, description="Train BatchNorm scales; false holds them at 1 (only the shifts train).")
 
     @field_validator("name")
     @classmethod
@@ -157,6 +162,8 @@ class OptimConfig(Section):
     eps: float = Field(1e-8, gt=0, description="Adam/AdamW/RMSprop epsilon.")
     weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay (decoupled for AdamW).")
     decay_norm_and_bias: bool = Field(False, description="Also decay norm-layer weights and biases (usually exempt).")
+    units: Literal["torch", "per_1024_images"] = Field("torch", description="torch: lr and weight_decay go to torch as given; per_1024_images: given per 1024 images, decoupled from batch size and momentum (see README).")
+    norm_bias_lr_scale: float = Field(1.0, gt=0.0, description="LR multiplier for BatchNorm shifts (their weight decay per step stays the same).")
 
     @field_validator("betas")
     @classmethod
