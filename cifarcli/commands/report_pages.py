@@ -165,4 +165,16 @@ def _facts(
         ("scored", f"{Path(scored).name} (epoch {summary.get('epoch', checkpoint['epoch'])})"),
         ("weights", "EMA" if summary.get("ema") else "raw"),
         ("flip TTA", "on" if summary.get("tta_flip") else "off"),
+        ("shift TTA", "on" if summary.get("tta_shift") else "off"),
+        *_target_fact(cfg, checkpoint),
     ]
+
+
+def _target_fact(cfg: ExperimentConfig, checkpoint: dict) -> list[tuple[str, str]]:
+    """train.target_accuracy's figures, recomputed from the checkpoint's history (none when it is off)."""
+    from cifarcli.engine.target import time_to_target
+
+    if cfg.train.target_accuracy is None:
+        return []
+    target = time_to_target(checkpoint.get("history", []), cfg.train.target_accuracy, cfg.train.target_split)
+    return [("time to target", target.describe())]

@@ -3,8 +3,9 @@
 Every `every_steps` optimizer steps the average moves toward the current weights,
 `average = decay_t * average + (1 - decay_t) * weights`, and the weights jump back to the
 average. `decay_t = decay * (t / total_steps) ** 3` grows from 0 (the average just follows the
-weights early on) to `decay` at the end (late steps are smoothed the most). When training ends
-the weights are set to the average. BatchNorm running statistics are averaged too; integer
+weights early on) to `decay` at the end (late steps are smoothed the most). After the last
+step (`total_steps`) the weights are set to the average, so the finished model, its last
+checkpoint and its evaluation are all of the averaged weights. BatchNorm running statistics are averaged too; integer
 buffers (step counters) are left alone.
 """
 
@@ -38,6 +39,8 @@ class Lookahead:
         if step % self.every_steps == 0:
             torch._foreach_lerp_(self.average, self._live, 1.0 - self.decay_at(step))
             torch._foreach_copy_(self._live, self.average)
+        if step == self.total_steps:
+            self.finish()
 
     @torch.no_grad()
     def finish(self) -> None:

@@ -11,9 +11,12 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
+from cifarcli.config import ModelConfig
 from cifarcli.errors import UsageError
 
 WHITEN_EPS = 5e-4  # added to each eigenvalue: the smallest patch directions are mostly noise
@@ -96,3 +99,39 @@ def configure_batchnorm(model: nn.Module, momentum: float | None, train_scale: b
                 module.weight.requires_grad_(False)
             count += 1
     return count
+
+
+def first_conv(model: nn.Module) -> nn.Conv2d:
+    """The model's first Conv2d in definition order (the stem that sees the images)."""
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None:
+        raise UsageError(f"model.whiten_stem: {type(model).__name__} has no convolution to whiten",
+                         hint="use a convolutional model, or set model.whiten_stem=false")  # fmt: skip
+    return conv
+
+
+def initialise_model(model: nn.Module, cfg: ModelConfig, whiten_images: torch.Tensor | None) -> None:
+    """Apply the `model.*` initialisation switches: BatchNorm settings, identity convs, the whitened,
+    frozen stem (from `whiten_images`, normalised training images; None when trained weights follow)."""
+    configure_batchnorm(model, cfg.bn_momentum, cfg.bn_train_scale)
+    stem = first_conv(model) if cfg.whiten_stem else None
+    if cfg.identity_init:
+        identity_init_(model, skip=(stem,) if stem is not None else ())
+    if stem is not None:
+        if whiten_images is not None:  # None: the caller loads trained weights over these
+            whiten_conv_(stem, whiten_images.to(stem.weight.device))
+        stem.weight.requires_grad_(False)
+
+
+def stem_bias_freezer(cfg: ModelConfig) -> Callable[[int, nn.Module], None] | None:
+    """An epoch hook that freezes the whitened stem's bias from epoch `whiten_bias_epochs` on (None: nothing to do)."""
+    if not cfg.whiten_stem or cfg.whiten_bias_epochs is None:
+        return None
+    trainable_epochs = cfg.whiten_bias_epochs
+
+    def before_epoch(epoch: int, model: nn.Module) -> None:
+        bias = first_conv(model).bias
+        if bias is not None:
+            bias.requires_grad_(epoch < trainable_epochs)
+
+    return before_epoch

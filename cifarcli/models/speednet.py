@@ -4,7 +4,7 @@
     layer1 conv 3x3 -> maxpool 2 -> BN -> GELU -> conv 3x3 -> BN -> GELU   (64 channels, 15 px)
     layer2 the same                                                        (256 channels, 7 px)
     layer3 the same                                                        (256 channels, 3 px)
-    pool   maxpool 3 -> flatten -> fc (no bias) -> logits * 1/9
+    pool   global max-pool -> flatten -> fc (no bias) -> logits * 1/9
 
 The stem has no BatchNorm after it: it is meant to be initialised by patch whitening
 (`model.whiten_stem`), which makes its outputs unit-variance already. Its 24 channels are the
@@ -39,7 +39,7 @@ def conv_group(channels_in: int, channels_out: int) -> nn.Sequential:
 
 
 class SpeedNet(nn.Module):
-    """The speedrun CNN for 3x32x32 images; head `fc` like every model of the zoo."""
+    """The speedrun CNN for 3 x S x S images (S >= 9; designed for 32); head `fc` like every model of the zoo."""
 
     def __init__(self, num_classes: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -49,7 +49,7 @@ class SpeedNet(nn.Module):
         self.layer1 = conv_group(STEM_WIDTH, w1)
         self.layer2 = conv_group(w1, w2)
         self.layer3 = conv_group(w2, w3)
-        self.pool = nn.MaxPool2d(3)
+        self.pool = nn.AdaptiveMaxPool2d(1)  # 3 x 3 -> 1 at 32 px; any size from 9 px up
         self.flatten = nn.Flatten()
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(w3, num_classes, bias=False)
