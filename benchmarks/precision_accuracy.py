@@ -17,10 +17,8 @@ import json
 import math
 import statistics
 import sys
-import tempfile
-from pathlib import Path
 
-from train_real_subset import DEFAULT_SUBSET, train_on_subset
+from train_real_subset import add_subset_arguments, parse_subset_arguments, train_on_subset
 
 PRECISIONS = {"bf16": "train.amp=bf16", "fp32": "train.amp=off"}
 
@@ -32,20 +30,11 @@ def describe(values: list[float]) -> dict[str, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archive", type=Path, default=DEFAULT_SUBSET)
     parser.add_argument("--config", default="default", help="built-in config name or YAML path")
     parser.add_argument("--epochs", type=int, default=24)
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated train.seed values")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--workdir", type=Path, help="where data and runs go (default: a temp folder)")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    args = parser.parse_args()
-    if not args.archive.is_file():
-        print(f"error: real subset not found at {args.archive} (pass --archive)", file=sys.stderr)
-        return 2
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="cifar-precision-"))
+    add_subset_arguments(parser)
+    args, seeds, workdir = parse_subset_arguments(parser, "cifar-precision-")
     accuracy: dict[str, list[float]] = {name: [] for name in PRECISIONS}
     seconds: dict[str, list[float]] = {name: [] for name in PRECISIONS}
     for seed in seeds:  # interleaved, so a change of machine load hits both precisions

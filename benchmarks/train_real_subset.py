@@ -37,6 +37,29 @@ class SubsetRun:
     run_dir: Path
 
 
+def add_subset_arguments(parser: argparse.ArgumentParser) -> None:
+    """--archive, --seeds, --workdir, --json and --set, as every real-subset benchmark takes them."""
+    parser.add_argument("--archive", type=Path, default=Path(os.environ.get("CIFAR_SUBSET_ARCHIVE", DEFAULT_SUBSET)))
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated train.seed values")
+    parser.add_argument("--workdir", type=Path, help="where data and runs go (default: a temp folder)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+
+
+def parse_subset_arguments(parser: argparse.ArgumentParser, prefix: str) -> tuple[argparse.Namespace, list[int], Path]:
+    """The parsed arguments, the seeds and the work folder; exits 2 when the archive is missing."""
+    args = parser.parse_args()
+    if not args.archive.is_file():
+        parser.exit(2, f"error: real subset not found at {args.archive} (pass --archive or set CIFAR_SUBSET_ARCHIVE)\n")
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    return args, seeds, args.workdir or Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def subset_settings(archive: Path, workdir: Path, runs_root: Path) -> list[str]:
+    """The --set values that point `cifar train` at the subset archive (prepared under `workdir/data`) and `runs_root`."""
+    return [f"data.root={workdir / 'data'}", f"data.source={archive}", f"data.md5={SUBSET_MD5}", f"run.root={runs_root}"]
+
+
 def train_on_subset(archive: Path, workdir: Path, config: str, epochs: int, device: str, overrides: list[str]) -> SubsetRun:
     """Train `config` through the CLI on the subset (prepared under `workdir/data` on first use)."""
     from typer.testing import CliRunner
@@ -45,8 +68,7 @@ def train_on_subset(archive: Path, workdir: Path, config: str, epochs: int, devi
 
     runs_root = workdir / "runs"
     sets = [
-        f"data.root={workdir / 'data'}", f"data.source={archive}", f"data.md5={SUBSET_MD5}",
-        f"data.device={device}", f"run.root={runs_root}", f"train.epochs={epochs}",
+        *subset_settings(archive, workdir, runs_root), f"data.device={device}", f"train.epochs={epochs}",
         "schedule.peak_epoch=null", f"schedule.peak_fraction={5 / 24}", *overrides,
     ]  # fmt: skip
     command = ["train", "-c", config, "--quiet"] + [token for s in sets for token in ("--set", s)]

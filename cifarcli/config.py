@@ -26,7 +26,7 @@ from cifarcli.yaml_reader import MAX_YAML_BYTES, YamlProblem, load_yaml
 # names; a test holds each registry to its tuple, so a typo fails at validation with the list.
 # Each tuple is derived from its Literal, so the two cannot drift apart.
 DatasetName = Literal["cifar10", "cifar100", "folder", "npz"]
-ModelName = Literal["mlp", "simple_cnn", "resnet9", "resnet18", "resnet34", "resnet50"]
+ModelName = Literal["mlp", "simple_cnn", "resnet9", "resnet18", "resnet34", "resnet50", "speednet"]
 OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop"]
 ScheduleName = Literal["onecycle", "cosine", "cosine_restarts", "multistep", "constant"]
 LrSuggestionName = Literal["steepest", "min_div10", "valley"]
@@ -77,7 +77,7 @@ MODEL_IMPORT_PATH = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A
 HIDDEN_SIZE_MODELS = ("mlp", "simple_cnn")  # the models whose hidden layer widths model.hidden_sizes sets
 # The smallest data.image_size a built-in model takes (each halves the side three times);
 # models not listed take any size the schema allows. A test holds each model to its entry.
-MODEL_MIN_IMAGE_SIZE = {"simple_cnn": 8, "resnet9": 8}
+MODEL_MIN_IMAGE_SIZE = {"simple_cnn": 8, "resnet9": 8, "speednet": 9}
 CIFAR_IMAGE_SIZE = 32  # pixels per side of every CIFAR image
 
 BUILTIN_CONFIG_PACKAGE = "cifarcli.configs"
@@ -125,6 +125,11 @@ class ModelConfig(Section):
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout after each hidden fully connected layer (mlp, simple_cnn) or before the head (resnets).")
     hidden_sizes: Optional[list[int]] = Field(None, description="mlp, simple_cnn: widths of the hidden fully connected layers; null = mlp [1024, 512, 256], simple_cnn [256, 128].")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Import-path models only: keyword arguments passed to the callable besides num_classes.")
+    whiten_stem: bool = Field(False, description="Initialise the first conv by whitening training-image patches (eigenvectors of their covariance, and their negatives) and freeze its weights.")
+    whiten_bias_epochs: Optional[int] = Field(None, ge=0, le=MAX_EPOCHS, description="With whiten_stem: train the first conv's bias for this many epochs, then freeze it; null = it always trains.")
+    identity_init: bool = Field(False, description="Start every 3x3 conv (but a whitened stem) as the identity on its first input channels.")
+    bn_momentum: Optional[float] = Field(None, gt=0.0, le=1.0, description="BatchNorm running-statistics momentum (weight of the new batch); null = torch's 0.1.")
+    bn_train_scale: bool = Field(True, description="Train BatchNorm scales; false holds them at 1 (only the shifts train).")
 
     @field_validator("name")
     @classmethod
@@ -150,13 +155,15 @@ class ModelConfig(Section):
 
 class OptimConfig(Section):
     name: OptimizerName = Field("adam", description="Optimizer: " + ", ".join(OPTIMIZER_NAMES) + ".")
-    lr: float = Field(0.01, gt=0, description="Peak learning rate (the schedule scales it per step).")
+    lr: float = Field(0.005, gt=0, description="Peak learning rate (the schedule scales it per step), in optim.units.")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD/RMSprop momentum.")
     nesterov: bool = Field(False, description="Nesterov momentum (SGD only).")
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW betas.")
     eps: float = Field(1e-8, gt=0, description="Adam/AdamW/RMSprop epsilon.")
-    weight_decay: float = Field(0.0, ge=0.0, description="L2 weight decay (decoupled for AdamW).")
+    weight_decay: float = Field(1e-4, ge=0.0, description="L2 weight decay (decoupled for AdamW), in optim.units.")
     decay_norm_and_bias: bool = Field(False, description="Also decay norm-layer weights and biases (usually exempt).")
+    units: Literal["torch", "per_1024_images"] = Field("torch", description="torch: lr and weight_decay go to torch as given; per_1024_images: given per 1024 images, decoupled from batch size and momentum (see README).")
+    norm_bias_lr_scale: float = Field(1.0, gt=0.0, description="LR multiplier for BatchNorm shifts (their weight decay per step stays the same).")
 
     @field_validator("betas")
     @classmethod
@@ -177,8 +184,8 @@ class ScheduleConfig(Section):
     warmup_div: float = Field(25.0, ge=1.0, description="Warm-up starts at lr / warmup_div.")
     peak_epoch: Optional[float] = Field(5.0, gt=0, le=MAX_EPOCHS, description="onecycle: epoch at which the LR peaks (wins over peak_fraction).")
     peak_fraction: float = Field(0.3, gt=0, lt=1, description="onecycle: share of the run spent rising, used when peak_epoch is null.")
-    initial_div: float = Field(25.0, ge=1.0, description="onecycle: the LR starts at lr / initial_div.")
-    final_div: float = Field(1e4, ge=1.0, description="onecycle: the LR ends at lr / initial_div / final_div.")
+    initial_div: float = Field(100.0, ge=1.0, description="onecycle: the LR starts at lr / initial_div.")
+    final_div: float = Field(100.0, ge=1.0, description="onecycle: the LR ends at lr / initial_div / final_div.")
     three_phase: bool = Field(False, description="onecycle: add a third phase annealing to the final LR.")
     anneal: Literal["cos", "linear"] = Field("linear", description="onecycle: annealing shape, cos or linear.")
     min_lr: float = Field(0.0, ge=0.0, description="cosine, cosine_restarts: the lowest LR.")
@@ -196,7 +203,8 @@ class CropConfig(Section):
 
 class FlipConfig(Section):
     enabled: bool = Field(True, description="Random horizontal flip.")
-    probability: float = Field(0.5, ge=0.0, le=1.0, description="Chance each image is flipped.")
+    probability: float = Field(0.5, ge=0.0, le=1.0, description="Chance each image is flipped (mode random).")
+    mode: Literal["random", "alternating"] = Field("random", description="random: each image flipped with `probability` in every epoch; alternating: a seeded random half in the first epoch, then each image the other way in every next epoch, so every two epochs show each image both ways.")
 
 
 class CutoutConfig(Section):
@@ -264,6 +272,11 @@ class TrainConfig(Section):
     sync_every_steps: int = Field(50, ge=1, le=100000, description="Read the losses back from the device and check them for NaN/inf every this many steps (and at each epoch end); each read waits for the device.")
     tensorboard_every_steps: int = Field(20, ge=1, le=100000, description="Write the per-step loss and LR to TensorBoard every this many steps.")
     progress_every_steps: int = Field(1, ge=1, le=100000, description="Refresh the progress bar (step, LR, speed) every this many steps; it reads nothing from the device.")
+    lookahead_every_steps: Optional[int] = Field(None, ge=1, le=100000, description="Lookahead: every this many steps the weights move to an average of themselves that grows smoother over the run, and end as that average; null = off.")
+    lookahead_decay: float = Field(0.95, ge=0.0, lt=1.0, description="Lookahead: the average's decay at the end of the run (it rises as (step / total steps)^3 from 0).")
+    target_accuracy: Optional[float] = Field(None, gt=0.0, le=1.0, description="Record the first epoch and wall time at which accuracy on target_split reached this (e.g. 0.9), and the epoch from which it stayed there; null = off.")
+    target_split: Literal["val", "test"] = Field("val", description="Split whose accuracy target_accuracy watches: val (the held-out split) or test (scored after every epoch; for reproducing a published time-to-target only).")
+    stop_at_target: bool = Field(False, description="End the run at the first epoch that reaches target_accuracy (checkpoints and evaluation as usual).")
 
     @field_validator("amp", mode="before")
     @classmethod
@@ -276,10 +289,17 @@ class TrainConfig(Section):
             raise ValueError("set grad_clip_norm or grad_clip_value, not both")
         return self
 
+    @model_validator(mode="after")
+    def _stop_needs_target(self) -> "TrainConfig":
+        if self.stop_at_target and self.target_accuracy is None:
+            raise ValueError("stop_at_target needs target_accuracy, e.g. train.target_accuracy=0.9")
+        return self
+
 
 class EvalConfig(Section):
     split: Literal["test", "val"] = Field("test", description="Which split `cifar evaluate` scores.")
     tta_flip: bool = Field(False, description="Average predictions over the image and its horizontal flip.")
+    tta_shift: bool = Field(False, description="Also average over the image moved one pixel up-left and one down-right (with their flips when tta_flip): 6 views.")
     superclass: bool = Field(True, description="CIFAR-100 fine labels: also score at the 20-superclass level.")
 
 
@@ -369,6 +389,26 @@ class ExperimentConfig(Section):
             raise ValueError(f"model.dropout applies to the built-in models; give {model.name} its own through model.kwargs")
         if custom and model.freeze_backbone_epochs > 0:
             raise ValueError(f"model.freeze_backbone_epochs needs a built-in model (it keeps only the head `fc` training), not {model.name}")
+        return self
+
+    @model_validator(mode="after")
+    def _target_split_exists(self) -> "ExperimentConfig":
+        if self.train.target_accuracy is not None and self.train.target_split == "val" and self.data.val_fraction == 0:
+            raise ValueError("train.target_split: val needs a validation split, but data.val_fraction is 0; "
+                             "set data.val_fraction=0.1 or train.target_split=test")
+        return self
+
+    @model_validator(mode="after")
+    def _min_lr_below_peak(self) -> "ExperimentConfig":
+        if self.schedule.name in ("cosine", "cosine_restarts") and self.schedule.min_lr > self.optim.lr:
+            raise ValueError(f"schedule.min_lr: {self.schedule.min_lr} is above the peak LR optim.lr ({self.optim.lr}); "
+                             "set it below, e.g. optim.lr / 100")
+        return self
+
+    @model_validator(mode="after")
+    def _whitening_fits_the_model(self) -> "ExperimentConfig":
+        if self.model.whiten_bias_epochs is not None and not self.model.whiten_stem:
+            raise ValueError("model.whiten_bias_epochs applies with model.whiten_stem=true; set it to null")
         return self
 
     @model_validator(mode="after")

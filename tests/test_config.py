@@ -41,7 +41,7 @@ def test_precedence_defaults_then_file_then_set(tmp_path: Path) -> None:
     resolved = yaml.safe_load(out)
     assert resolved["optim"]["lr"] == 0.5  # --set beats the file
     assert resolved["optim"]["momentum"] == 0.8  # the file beats the default
-    assert resolved["optim"]["name"] == "adam"  # untouched: the schema default
+    assert resolved["optim"]["name"] == ExperimentConfig().optim.name  # untouched: the schema default
     assert resolved["train"]["epochs"] == ExperimentConfig().train.epochs
 
 
@@ -53,11 +53,29 @@ def test_an_unquoted_off_for_train_amp_means_off(tmp_path: Path) -> None:
         load_config(None, ["train.amp=on"])
 
 
-def test_default_config_is_the_seed_recipe() -> None:
-    cfg = load_config()
-    assert (cfg.model.name, cfg.optim.name, cfg.data.batch_size, cfg.train.epochs) == ("resnet9", "adam", 512, 24)
-    assert (cfg.schedule.name, cfg.schedule.peak_epoch) == ("onecycle", 5.0)
-    assert cfg.augment.crop.enabled and cfg.augment.flip.enabled and cfg.augment.cutout.size == 8
+def test_default_yaml_is_exactly_the_schema_defaults() -> None:
+    """One source of defaults: default.yaml shows ExperimentConfig()'s values, field by field."""
+    text = (Path(__file__).resolve().parents[1] / "configs" / "default.yaml").read_text()
+    shown, schema = yaml.safe_load(text), ExperimentConfig().model_dump(mode="json")
+
+    def pairs(node: dict, prefix: str = "") -> dict:
+        out = {}
+        for key, value in node.items():
+            out.update(pairs(value, f"{prefix}{key}.") if isinstance(value, dict) and value else {f"{prefix}{key}": value})
+        return out
+
+    differ = {k: (v, pairs(schema).get(k)) for k, v in pairs(shown).items() if v != pairs(schema).get(k)}
+    assert differ == {}
+    assert load_config() == ExperimentConfig()  # the built-in default loads the same config
+
+
+def test_seed004_keeps_the_seeds_recipe() -> None:
+    cfg = load_config(Path("seed004"))
+    assert (cfg.model.name, cfg.optim.name, cfg.optim.lr, cfg.optim.weight_decay) == ("resnet9", "adam", 0.005, 1e-4)
+    assert (cfg.schedule.name, cfg.schedule.peak_epoch, cfg.schedule.initial_div, cfg.schedule.final_div) == ("onecycle", 5.0, 100.0, 100.0)
+    assert (cfg.data.batch_size, cfg.data.val_fraction, cfg.train.epochs, cfg.train.amp) == (512, 0.0, 24, "off")
+    assert cfg.augment.crop.padding_mode == "zeros" and cfg.augment.cutout.size == 8 and cfg.loss.label_smoothing == 0.0
+    assert not cfg.eval.tta_flip
 
 
 def test_default_yaml_documents_every_field() -> None:

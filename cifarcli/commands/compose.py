@@ -24,15 +24,19 @@ from cifarcli.data.prepare import load_dataset
 from cifarcli.data.split import stratified_split
 from cifarcli.engine.checkpoint import load_checkpoint
 from cifarcli.engine.ema import ModelEMA
+from cifarcli.engine.lookahead import Lookahead
 from cifarcli.engine.loop import StepSettings, TrainState
 from cifarcli.engine.predict import Predictions, predict
 from cifarcli.engine.trainer import RunFiles
-from cifarcli.engine.optim import build_optimizer
+from cifarcli.engine.optim import build_optimizer, torch_lr_factor
 from cifarcli.engine.precision import Precision, make_autocast, make_grad_scaler, resolve_device, resolve_precision
 from cifarcli.engine.reproducibility import configure_determinism, seed_everything
 from cifarcli.engine.schedules import build_scheduler
 from cifarcli.errors import CheckpointError, RunError, UsageError
 from cifarcli.models import ModelImportError, ModelSummary, build_model, freeze_norm_stats, set_backbone_trainable, summarize_model
+from cifarcli.models.init import initialise_model, stem_bias_freezer
+
+WHITENING_IMAGES = 5000  # training images whose patches set a whitened stem (model.whiten_stem)
 
 
 @dataclass(frozen=True)
@@ -127,11 +131,16 @@ def run_autocast(cfg: ExperimentConfig, device: torch.device) -> Callable[[], Co
     return make_autocast(run_precision(cfg, device))
 
 
-def prepare_model(cfg: ExperimentConfig, num_classes: int, device: torch.device) -> nn.Module:
-    """Seed, build (loading pretrained weights if configured) and place the model."""
+def prepare_model(
+    cfg: ExperimentConfig, num_classes: int, device: torch.device, data: Optional[DataBundle] = None
+) -> nn.Module:
+    """Seed, build (loading pretrained weights if configured), initialise (`model.whiten_stem` etc.,
+    whitening on `data`'s training images; None when trained weights are loaded next) and place the model."""
     configure_determinism(cfg.train.deterministic)
     seed_everything(cfg.train.seed)
     model = build_model(cfg.model, num_classes, cfg.data.image_size).to(device)
+    whiten_images = data.train.normalized_images(WHITENING_IMAGES) if data is not None and cfg.model.whiten_stem else None
+    initialise_model(model, cfg.model, whiten_images)
     if use_channels_last(cfg):
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -139,12 +148,17 @@ def prepare_model(cfg: ExperimentConfig, num_classes: int, device: torch.device)
 
 def build_train_state(cfg: ExperimentConfig, model: nn.Module, steps_per_epoch: int, device: torch.device) -> TrainState:
     """Optimizer, per-step scheduler, grad scaler, EMA and (optionally) the compiled forward."""
-    optimizer = build_optimizer(model, cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.schedule, steps_per_epoch, cfg.train.epochs)
+    optimizer = build_optimizer(model, cfg.optim, cfg.data.batch_size)
+    # schedule.min_lr is in optim.lr's units (optim.units), as the scheduler sees torch's LR
+    factor = torch_lr_factor(cfg.optim, cfg.data.batch_size)
+    schedule = cfg.schedule.model_copy(update={"min_lr": cfg.schedule.min_lr * factor}) if factor != 1 else cfg.schedule
+    scheduler = build_scheduler(optimizer, schedule, steps_per_epoch, cfg.train.epochs)
     forward = torch.compile(model) if cfg.train.compile else model
     ema = ModelEMA(model, cfg.train.ema_decay, cfg.train.ema_every_steps) if cfg.train.ema_decay is not None else None
+    every = cfg.train.lookahead_every_steps
+    lookahead = Lookahead(model, every, cfg.train.lookahead_decay, steps_per_epoch * cfg.train.epochs) if every else None
     return TrainState(model=model, forward=forward, optimizer=optimizer, scheduler=scheduler,
-                      scaler=make_grad_scaler(run_precision(cfg, device)), ema=ema)  # fmt: skip
+                      scaler=make_grad_scaler(run_precision(cfg, device)), ema=ema, lookahead=lookahead)  # fmt: skip
 
 
 def step_settings(cfg: ExperimentConfig, device: torch.device) -> StepSettings:
@@ -158,6 +172,19 @@ def step_settings(cfg: ExperimentConfig, device: torch.device) -> StepSettings:
         sync_every_steps=cfg.train.sync_every_steps,
         progress_every_steps=cfg.train.progress_every_steps,
     )
+
+
+def epoch_hooks(cfg: ExperimentConfig) -> Optional[Callable[[int, nn.Module], None]]:
+    """The before-epoch hook of a run: the backbone freezer and the whitened stem's bias freezer, as configured."""
+    hooks = [h for h in (backbone_freezer(cfg.model.freeze_backbone_epochs), stem_bias_freezer(cfg.model)) if h is not None]
+    if not hooks:
+        return None
+
+    def before_epoch(epoch: int, model: nn.Module) -> None:
+        for hook in hooks:
+            hook(epoch, model)
+
+    return before_epoch
 
 
 def backbone_freezer(freeze_epochs: int) -> Optional[Callable[[int, nn.Module], None]]:
@@ -176,7 +203,7 @@ def backbone_freezer(freeze_epochs: int) -> Optional[Callable[[int, nn.Module], 
 
 def summary_at_start(cfg: ExperimentConfig, state: TrainState) -> ModelSummary:
     """The model summary as training (re)starts: with the backbone frozen if this epoch freezes it."""
-    freezer = backbone_freezer(cfg.model.freeze_backbone_epochs)
+    freezer = epoch_hooks(cfg)
     if freezer is not None:
         freezer(state.epoch, state.model)
     return summarize_model(state.model, (1, 3, cfg.data.image_size, cfg.data.image_size), max_depth=2)
@@ -230,8 +257,8 @@ def check_checkpoint_classes(checkpoint: dict[str, Any], labels: LabelSet, path:
         )
 
 
-def run_predictions(run: LoadedRun, loader: DeviceLoader, tta_flip: bool) -> Predictions:
-    return predict(run.model, loader, run_autocast(run.cfg, run.device), tta_flip=tta_flip)
+def run_predictions(run: LoadedRun, loader: DeviceLoader, tta_flip: bool, tta_shift: bool = False) -> Predictions:
+    return predict(run.model, loader, run_autocast(run.cfg, run.device), tta_flip=tta_flip, tta_shift=tta_shift)
 
 
 def device_for(cfg: ExperimentConfig) -> torch.device:

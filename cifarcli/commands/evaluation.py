@@ -70,7 +70,7 @@ def evaluate_split(run: LoadedRun, data: EvalData, settings: EvalConfig) -> tupl
     test set, or the training set for "val".
     """
     split, tta_flip, indices = data.split, settings.tta_flip, data.indices
-    predictions = run_predictions(run, data.loader, tta_flip)
+    predictions = run_predictions(run, data.loader, tta_flip, settings.tta_shift)
     summary, matrix = evaluation_summary(
         predictions.probabilities, predictions.targets, data.labels.class_names, predictions.loss,
         data.labels.fine_to_coarse if settings.superclass else None, data.labels.superclass_names,
@@ -88,7 +88,7 @@ def evaluate_split(run: LoadedRun, data: EvalData, settings: EvalConfig) -> tupl
         axis=1,
     )
     summary.update({
-        "split": split, "tta_flip": tta_flip, "dataset": data.arrays.dataset, "class_names": data.labels.class_names,
+        "split": split, "tta_flip": tta_flip, "tta_shift": settings.tta_shift, "dataset": data.arrays.dataset, "class_names": data.labels.class_names,
         "checkpoint": str(run.path), "epoch": int(run.checkpoint["epoch"]),
     })  # fmt: skip
     return summary, matrix, rows
@@ -123,7 +123,7 @@ def _superclass(value: object) -> bool:
 
 # Every field of evaluation.json that `cifar report` reads.
 SUMMARY_FIELDS: dict[str, records.Check] = {
-    "split": records.one_of("test", "val"), "tta_flip": records.flag, "ema": records.flag,
+    "split": records.one_of("test", "val"), "tta_flip": records.flag, "tta_shift": records.flag, "ema": records.flag,
     "num_images": records.whole, "top1": records.number, "top5": records.number, "loss": records.number,
     "macro_f1": records.number, "weighted_f1": records.number, "epoch": records.whole,
     "checkpoint": records.text, "class_names": records.texts, "superclass": _superclass,
@@ -133,7 +133,7 @@ SUMMARY_FIELDS: dict[str, records.Check] = {
 def read_evaluation_summary(path: Path) -> dict:
     """evaluation.json, with every field the report uses checked; DamagedFileError (exit 1) if one is off."""
     summary = fileio.read_json(path)
-    problem = records.first_problem(summary, SUMMARY_FIELDS, may_lack=("ema", "superclass"))
+    problem = records.first_problem(summary, SUMMARY_FIELDS, may_lack=("ema", "superclass", "tta_shift"))
     if problem is not None:
         raise damaged(path, f"it is damaged or not from `cifar evaluate`: {problem}")
     return summary

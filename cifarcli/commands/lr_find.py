@@ -49,11 +49,16 @@ def lr_find(
     from cifarcli.engine.precision import make_grad_scaler
     from cifarcli.errors import RunError
 
+    if cfg.optim.units != "torch":
+        raise UsageError(
+            f"optim.units: lr-find sweeps torch's learning rates; it does not convert {cfg.optim.units!r}",
+            hint="run lr-find with --set optim.units=torch (and the recipe's other settings), then train in those units",
+        )
     console = make_console(quiet)
     device = compose.device_for(cfg)
     data = compose.build_data(cfg, device, progress=not quiet)
-    model = compose.prepare_model(cfg, data.labels.num_classes, device)
-    optimizer = build_optimizer(model, cfg.optim)
+    model = compose.prepare_model(cfg, data.labels.num_classes, device, data)
+    optimizer = build_optimizer(model, cfg.optim, cfg.data.batch_size)
     with sweep_progress(console) as progress:
         task = progress.add_task("sweep", total=cfg.lr_find.num_iter, lr="-", loss="-")
         result = find_lr(

@@ -91,8 +91,8 @@ def _evaluation_needed(run_dir: Path, cfg: ExperimentConfig) -> str:
     if missing:
         return f"{', '.join(missing)} missing"
     summary = read_evaluation_summary(run_dir / runs.EVALUATION_FILE)
-    scored = (summary["split"], summary["tta_flip"], summary.get("ema", False))
-    wanted = (cfg.eval.split, cfg.eval.tta_flip, False)
+    scored = (summary["split"], summary["tta_flip"], summary.get("tta_shift", False), summary.get("ema", False))
+    wanted = (cfg.eval.split, cfg.eval.tta_flip, cfg.eval.tta_shift, False)
     if scored != wanted:  # e.g. `cifar evaluate --set eval.split=val` left a validation score behind
-        return f"the saved evaluation is of split={scored[0]}, tta_flip={scored[1]}, ema={scored[2]}"
+        return f"the saved evaluation is of split={scored[0]}, tta_flip={scored[1]}, tta_shift={scored[2]}, ema={scored[3]}"
     return ""

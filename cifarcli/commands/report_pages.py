@@ -197,4 +197,16 @@ def _facts(
         ("weights", "EMA" if summary.get("ema") else "raw"),
         ("flip TTA", "on" if summary.get("tta_flip") else "off"),
         ("peak LR", f"{cfg.optim.lr:.3g}" + (" (from lr-find)" if cfg.lr_source else "")),
+        ("shift TTA", "on" if summary.get("tta_shift") else "off"),
+        *_target_fact(cfg, checkpoint),
     ]
+
+
+def _target_fact(cfg: ExperimentConfig, checkpoint: dict) -> list[tuple[str, str]]:
+    """train.target_accuracy's figures, recomputed from the checkpoint's history (none when it is off)."""
+    from cifarcli.engine.target import time_to_target
+
+    if cfg.train.target_accuracy is None:
+        return []
+    target = time_to_target(checkpoint.get("history", []), cfg.train.target_accuracy, cfg.train.target_split)
+    return [("time to target", target.describe())]

@@ -17,6 +17,7 @@ from cifarcli.errors import ConfigError, DamagedFileError, UsageError
 
 if TYPE_CHECKING:
     from cifarcli.config import ExperimentConfig
+    from cifarcli.commands.training import TrainingOutcome
     from cifarcli.engine.loop import TrainState
 
 
@@ -27,11 +28,19 @@ def train(
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this folder where it stopped.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final results.")] = False,
     lr_from: LrFromOption = None,
+    seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="SEEDS", help="Train once per seed (e.g. 0,1,2 or 0-4), each in its own run folder, and print the mean, std, min and max.")] = None,
 ) -> None:
     """Train a model (downloads the data first if missing).
 
     Example: cifar train -c cifar100-resnet34 --set train.epochs=30
     """
+    if seeds is not None:
+        if resume is not None:
+            raise UsageError("--seeds starts new runs; it cannot be combined with --resume",
+                             hint="resume each seed's run folder on its own: cifar train --resume RUN_DIR")  # fmt: skip
+        from cifarcli.commands.seed_runs import parse_seeds
+
+        seed_list = parse_seeds(seeds)  # a bad list fails before anything is loaded
     with contextlib.ExitStack() as held:  # the run folder stays locked until training and scoring end
         if resume is not None:
             if config is not None or overrides or lr_from is not None:
@@ -49,34 +58,63 @@ def train(
                 print_config_and_exit(cfg, print_config)
             saved = None
 
-        # Imported once the config is known: --print-config and config errors answer without torch.
-        from cifarcli.commands import compose
-        from cifarcli.commands.evaluation import print_summary
-        from cifarcli.commands.progress import TrainingDisplay, make_console, print_written
-        from cifarcli.commands.training import run_training
-        from cifarcli.models import render_summary
+        if seeds is not None:
+            _train_seeds(cfg, seed_list, quiet)
+            return
+        _train_and_print(cfg, quiet, resume, saved)
 
-        console = make_console(quiet)
 
-        def announce(run_dir: Path, state: TrainState) -> None:
-            if resume is not None:
-                console.print(f"resuming at epoch {state.epoch + 1}, step {state.batch_in_epoch + 1}")
-            console.print(f"run folder: {escape.terminal(run_dir)}")
-            facts = compose.precision_facts(cfg, compose.device_for(cfg))
-            console.print(f"precision: {facts['precision']} ({facts['precision_reason']}); memory format: {facts['memory_format']}")
-            if not quiet:
-                console.print(render_summary(compose.summary_at_start(cfg, state)))
+def _train_and_print(
+    cfg: ExperimentConfig, quiet: bool, resume: Optional[Path] = None, saved: Optional[dict[str, Any]] = None
+) -> TrainingOutcome:
+    """One run (a new one, or `resume` continued from `saved`) with its console output, start to summary."""
+    # Imported once the config is known: --print-config and config errors answer without torch.
+    from cifarcli.commands import compose
+    from cifarcli.commands.evaluation import print_summary
+    from cifarcli.commands.progress import TrainingDisplay, make_console, print_written
+    from cifarcli.commands.training import run_training
+    from cifarcli.models import render_summary
 
-        new_run_dir = (lambda: resume) if resume is not None else (lambda: runs.create_run_dir(cfg.run.root, cfg.run.name))
-        display = TrainingDisplay(console, cfg.data.batch_size)
-        outcome = run_training(cfg, new_run_dir, display, resume_from=saved,
-                               progress=not quiet, on_start=announce, lock_run_dir=resume is None)  # fmt: skip
+    console = make_console(quiet)
+
+    def announce(run_dir: Path, state: TrainState) -> None:
+        if resume is not None:
+            console.print(f"resuming at epoch {state.epoch + 1}, step {state.batch_in_epoch + 1}")
+        console.print(f"run folder: {escape.terminal(run_dir)}")
+        facts = compose.precision_facts(cfg, compose.device_for(cfg))
+        console.print(f"precision: {facts['precision']} ({facts['precision_reason']}); memory format: {facts['memory_format']}")
+        if not quiet:
+            console.print(render_summary(compose.summary_at_start(cfg, state)))
+
+    new_run_dir = (lambda: resume) if resume is not None else (lambda: runs.create_run_dir(cfg.run.root, cfg.run.name))
+    display = TrainingDisplay(console, cfg.data.batch_size)
+    outcome = run_training(cfg, new_run_dir, display, resume_from=saved,
+                           progress=not quiet, on_start=announce, lock_run_dir=resume is None)  # fmt: skip
     run_dir = outcome.run_dir
     print_summary(make_console(stderr=False), outcome.test_summary, f"test set, best checkpoint ({outcome.fit.best_checkpoint.name})")
+    if outcome.target is not None:
+        typer.echo(outcome.target.describe())
     files = [run_dir / runs.CONFIG_FILE, run_dir / runs.METRICS_FILE, outcome.fit.last_checkpoint, outcome.fit.best_checkpoint]
     print_written([*files, *outcome.written])
     if cfg.run.tensorboard:
         typer.echo(f"TensorBoard: tensorboard --logdir {escape.terminal(run_dir / runs.TENSORBOARD_DIR)}")
+    return outcome
+
+
+def _train_seeds(cfg: ExperimentConfig, seeds: list[int], quiet: bool) -> None:
+    """The recipe once per seed, each in its own run folder (named ...-seedN), then the figures over the seeds."""
+    from cifarcli.commands.progress import make_console
+    from cifarcli.commands.seed_runs import SeedRun, seeds_table
+    from cifarcli.config import config_with
+
+    finished: list[SeedRun] = []
+    for number, seed in enumerate(seeds, start=1):
+        typer.echo(f"seed {seed} ({number} of {len(seeds)})")
+        seeded = config_with(cfg, {"train.seed": seed, "run.name": f"{cfg.run.name}-seed{seed}"[:80]})
+        outcome = _train_and_print(seeded, quiet)
+        epoch = outcome.target.first_epoch if outcome.target is not None else None
+        finished.append(SeedRun(seed, outcome.run_dir, outcome.test_summary, epoch))
+    make_console(stderr=False).print(seeds_table(finished, with_target=cfg.train.target_accuracy is not None))
 
 
 def _resumed_run(run_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:

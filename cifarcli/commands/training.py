@@ -15,6 +15,7 @@ from cifarcli.commands.evaluation import eval_data_of, evaluate_split, scored_la
 from cifarcli.config import ExperimentConfig, config_to_yaml
 from cifarcli.engine.loop import TrainState
 from cifarcli.commands.tensorboard_views import TEST_CONFUSION_TAG, ConfusionPerEpoch, final_metrics, hparam_values
+from cifarcli.engine.target import TargetResult, time_to_target
 from cifarcli.engine.tensorboard import TensorBoardLogger
 from cifarcli.engine.callbacks import CallbackList, TrainCallbacks
 from cifarcli.engine.trainer import FitResult, FitSettings, fit, restore_train_state
@@ -28,6 +29,7 @@ class TrainingOutcome:
     fit: FitResult
     test_summary: dict
     written: list[Path]  # evaluation files and figures, besides the checkpoints and metrics
+    target: Optional[TargetResult] = None  # train.target_accuracy's figures, when set
 
 
 def fit_settings(cfg: ExperimentConfig, device: torch.device) -> FitSettings:
@@ -35,7 +37,10 @@ def fit_settings(cfg: ExperimentConfig, device: torch.device) -> FitSettings:
         epochs=cfg.train.epochs,
         step=compose.step_settings(cfg, device),
         overfit_batches=cfg.train.overfit_batches,
-        before_epoch=compose.backbone_freezer(cfg.model.freeze_backbone_epochs),
+        before_epoch=compose.epoch_hooks(cfg),
+        target_accuracy=cfg.train.target_accuracy,
+        target_split=cfg.train.target_split,
+        stop_at_target=cfg.train.stop_at_target,
     )
 
 
@@ -53,7 +58,8 @@ def train_and_score(
         callbacks = CallbackList([display, *views])
         extra = {"config": cfg.model_dump(mode="json"), "num_classes": data.labels.num_classes, "class_names": data.labels.class_names}
         with compose.out_of_memory_as_error(cfg.data.batch_size, "data.batch_size"):
-            result = fit(state, data.train, data.val, fit_settings(cfg, device), compose.run_files(run_dir), extra, callbacks)
+            result = fit(state, data.train, data.val, fit_settings(cfg, device), compose.run_files(run_dir), extra, callbacks,
+                         test_loader=data.test)  # fmt: skip
         best = compose.load_trained_model(result.best_checkpoint, cfg, device)
         with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
             summary, matrix, rows = evaluate_split(best, eval_data_of(data, "test"), cfg.eval)
@@ -64,10 +70,22 @@ def train_and_score(
         if logger is not None:
             logger.log_png(TEST_CONFUSION_TAG, figure, state.epoch)
             logger.log_hparams(hparam_values(cfg), final_metrics(summary, result.history), state.epoch)
+        target = record_target(cfg, run_dir, result.history)
     finally:
         if logger is not None:
             logger.close()
-    return TrainingOutcome(run_dir, result, summary, written)
+    return TrainingOutcome(run_dir, result, summary, written, target)
+
+
+def record_target(cfg: ExperimentConfig, run_dir: Path, history: list[dict[str, float]]) -> Optional[TargetResult]:
+    """With train.target_accuracy set: its figures, also written into run_info.json as "time_to_target"."""
+    if cfg.train.target_accuracy is None:
+        return None
+    target = time_to_target(history, cfg.train.target_accuracy, cfg.train.target_split)
+    info_file = run_dir / runs.RUN_INFO_FILE
+    info = fileio.read_json(info_file) if info_file.is_file() else {}
+    fileio.write_json(info_file, {**(info if isinstance(info, dict) else {}), "time_to_target": target.as_dict()})
+    return target
 
 
 def run_training(
@@ -86,7 +104,7 @@ def run_training(
     """
     device = compose.device_for(cfg)
     data = compose.build_data(cfg, device, progress=progress)
-    model = compose.prepare_model(cfg, data.labels.num_classes, device)
+    model = compose.prepare_model(cfg, data.labels.num_classes, device, data)
     state = compose.build_train_state(cfg, model, compose.steps_per_epoch(cfg, data), device)
     with contextlib.ExitStack() as held:
         run_dir = new_run_dir()

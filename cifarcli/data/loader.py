@@ -28,6 +28,7 @@ from cifarcli.errors import DataError, UsageError
 _SHUFFLE_STREAM = 0
 _AUGMENT_STREAM = 1
 _HOST_STREAM = 2  # the CPU generator of the MixUp/CutMix Beta draws
+_FLIP_STREAM = 3  # which images the alternating flip mirrors in even epochs (drawn once per run)
 
 
 def epoch_seed(seed: int, epoch: int, stream: int, rank: int = 0) -> int:
@@ -95,6 +96,15 @@ class DeviceLoader:
         self._mean_t = torch.tensor(self.mean, dtype=torch.float32, device=self.device)
         self._std_t = torch.tensor(self.std, dtype=torch.float32, device=self.device)
         self.augment = augment
+        # augment.flip.mode=alternating: the loader mirrors by image index and epoch parity; the
+        # per-batch augmentation then runs with its random flip off.
+        self._alternating_flip = augment is not None and augment.flip.enabled and augment.flip.mode == "alternating"
+        self._batch_augment = (
+            augment.model_copy(update={"flip": augment.flip.model_copy(update={"enabled": False})})
+            if augment is not None and self._alternating_flip
+            else augment
+        )
+        self._flip_even: torch.Tensor | None = None
         self.shuffle = augment is not None if shuffle is None else shuffle
         self.drop_last = drop_last
         self.seed = seed
@@ -140,13 +150,27 @@ class DeviceLoader:
         for start in range(0, order.shape[0], self.batch_size):
             batch_indices = order[start : start + self.batch_size]
             images, labels = self.images[batch_indices], self.labels[batch_indices]
-            if self.augment is not None:
+            if self._alternating_flip:
+                images = torch.where(self._flipped_in_epoch(batch_indices)[:, None, None, None], images.flip(3), images)
+            if self._batch_augment is not None:
                 pixels, targets = augment_batch(
-                    images, labels, self.augment, self.epoch, self.num_classes, generator, host_generator
+                    images, labels, self._batch_augment, self.epoch, self.num_classes, generator, host_generator
                 )
             else:
                 pixels, targets = to_unit_float(images), labels
             yield self._finish(pixels), targets
+
+    def _flipped_in_epoch(self, indices: torch.Tensor) -> torch.Tensor:
+        """Alternating flip: whether each image (by index) is mirrored this epoch; a seeded half in even
+        epochs, the other half in odd ones, so each image is seen both ways every two epochs."""
+        if self._flip_even is None:
+            generator = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, 0, _FLIP_STREAM))
+            self._flip_even = torch.rand(self.images.shape[0], generator=generator, device=self.device) < 0.5
+        return self._flip_even[indices] ^ bool(self.epoch % 2)
+
+    def normalized_images(self, count: int) -> torch.Tensor:
+        """The split's first `count` images, unaugmented and normalised: float32 N x 3 x H x W on the device."""
+        return normalize(to_unit_float(self.images[:count]), self._mean_t, self._std_t)
 
     def _finish(self, pixels: torch.Tensor) -> torch.Tensor:
         out = normalize(pixels, self._mean_t, self._std_t).to(self.dtype)

@@ -50,6 +50,11 @@ def _ema(value: Any) -> bool:
     return value is None or (isinstance(value, dict) and _tensors(value.get("module")) and records.whole(value.get("updates")))
 
 
+def _lookahead(value: Any) -> bool:
+    average = value.get("average") if isinstance(value, dict) else None
+    return value is None or (isinstance(average, list) and all(isinstance(t, torch.Tensor) for t in average))
+
+
 def _optimizer(value: Any) -> bool:
     return isinstance(value, dict) and isinstance(value.get("state"), dict) and records.records(value.get("param_groups"))
 
@@ -67,7 +72,7 @@ MODEL_FIELDS: dict[str, records.Check] = {
 RESUME_FIELDS: dict[str, records.Check] = {
     "optimizer": _optimizer, "scheduler": records.mapping, "scaler": records.mapping, "batch_in_epoch": records.whole,
     "epoch_totals": records.optional(records.mapping), "global_step": records.whole,
-    "best_val_accuracy": records.number, "history": records.records, "rng": _rng,
+    "best_val_accuracy": records.number, "history": records.records, "rng": _rng, "lookahead": _lookahead,
 }  # fmt: skip
 
 
@@ -91,7 +96,7 @@ def load_checkpoint(path: Path, for_resume: bool = False) -> dict[str, Any]:
     if state["format_version"] != FORMAT_VERSION:
         raise CheckpointError(f"{path} has checkpoint format {escape.value(state['format_version'], 40)}, this cifar reads {FORMAT_VERSION}")
     fields = {**MODEL_FIELDS, **(RESUME_FIELDS if for_resume else {})}
-    problem = records.first_problem(state, fields, may_lack=("num_classes", "class_names", "ema"))
+    problem = records.first_problem(state, fields, may_lack=("num_classes", "class_names", "ema", "lookahead"))
     if problem is None and "class_names" in state and "num_classes" in state and len(state["class_names"]) != state["num_classes"]:
         problem = f"it names {len(state['class_names'])} classes but has num_classes {state['num_classes']}"
     if problem is not None:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from cifarcli.engine.ema import ModelEMA
+from cifarcli.engine.lookahead import Lookahead
 from cifarcli.engine.losses import classification_loss, l1_penalty, l1_weights
 from cifarcli.engine.precision import clip_gradients
 from cifarcli.errors import RunError
@@ -65,6 +66,7 @@ class TrainState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     ema: Optional[ModelEMA] = None
+    lookahead: Optional[Lookahead] = None
     epoch: int = 0  # completed epochs
     batch_in_epoch: int = 0  # batches already done in the current epoch (after an interruption)
     epoch_totals: EpochTotals = field(default_factory=EpochTotals)  # their sums (after an interruption)
@@ -244,7 +246,7 @@ def _forward_loss(
 
 
 def _update(state: TrainState, loss: torch.Tensor, settings: StepSettings) -> None:
-    """Backward, clip, optimizer and scheduler step, EMA: everything after the loss."""
+    """Backward, clip, optimizer and scheduler step, EMA, lookahead: everything after the loss."""
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
     clip_gradients(state.parameters, state.scaler, state.optimizer, settings.grad_clip_norm, settings.grad_clip_value)
@@ -254,6 +256,8 @@ def _update(state: TrainState, loss: torch.Tensor, settings: StepSettings) -> No
     state.global_step += 1
     if state.ema is not None and state.global_step % state.ema.every_steps == 0:
         state.ema.update(state.model)
+    if state.lookahead is not None:
+        state.lookahead.after_step(state.global_step)
 
 
 def _hits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,16 @@ groups, "decay" (conv and linear weights, ndim >= 2) and "no_decay" (biases and 
 parameter, i.e. norm-layer weights), the latter with weight_decay 0. Both groups always exist,
 even if one is empty, so the optimizer's state_dict has the same layout for every model.
 `foreach`/`fused` are left to torch's defaults (foreach on CUDA, the for-loop on CPU).
+
+Units (`optim.units`): with "torch", `lr` and `weight_decay` go to torch as they are. With
+"per_1024_images" (the speedrun's parametrisation, after Page's and Jordan's CIFAR work), they are
+given per 1024 images and decoupled from the batch size and the momentum: the torch LR is
+`lr * batch_size / 1024 / (1 + 1 / (1 - momentum))` (the last factor removes the step
+amplification of Nesterov momentum), and each step shrinks the weights by
+`weight_decay * batch_size / 1024 / (1 + 1 / (1 - momentum))` at the peak LR, whatever `lr` is
+(torch's coupled decay is set to that divided by the torch LR). Tuning one knob then does not
+re-tune the others. `norm_bias_lr_scale` multiplies the LR of BatchNorm shifts (not their decay
+per step), in a third group "norm_bias".
 """
 
 from __future__ import annotations
@@ -70,28 +80,74 @@ def is_decay_exempt(name: str, param: nn.Parameter) -> bool:
     return param.ndim <= 1 or name == "bias" or name.endswith(".bias")
 
 
-def split_param_groups(model: nn.Module, cfg: OptimConfig) -> ParamGroups:
-    """All parameters of `model`, in one group or in "decay" and "no_decay" groups (see module doc)."""
+def norm_bias_ids(model: nn.Module) -> set[int]:
+    """ids of the shifts (biases) of the model's BatchNorm layers."""
+    return {
+        id(module.bias)
+        for module in model.modules()
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.bias is not None
+    }
+
+
+def split_param_groups(model: nn.Module, cfg: OptimConfig, weight_decay: float | None = None) -> ParamGroups:
+    """All parameters of `model`, in one group or in "decay" and "no_decay" groups (see module doc),
+    plus a "norm_bias" group when `cfg.norm_bias_lr_scale` is not 1. `weight_decay` overrides
+    `cfg.weight_decay` (the per-1024-images conversion passes torch's value)."""
+    decay_value = cfg.weight_decay if weight_decay is None else weight_decay
     named = list(model.named_parameters())
+    shifts = norm_bias_ids(model) if cfg.norm_bias_lr_scale != 1.0 else set()
+    rest = [(n, p) for n, p in named if id(p) not in shifts]
     if cfg.decay_norm_and_bias:
-        return [{"name": "all", "params": [p for _, p in named], "weight_decay": cfg.weight_decay}]
-    decay = [p for n, p in named if not is_decay_exempt(n, p)]
-    no_decay = [p for n, p in named if is_decay_exempt(n, p)]
-    return [
-        {"name": "decay", "params": decay, "weight_decay": cfg.weight_decay},
-        {"name": "no_decay", "params": no_decay, "weight_decay": 0.0},
-    ]
+        groups = [{"name": "all", "params": [p for _, p in rest], "weight_decay": decay_value}]
+    else:
+        groups = [
+            {"name": "decay", "params": [p for n, p in rest if not is_decay_exempt(n, p)], "weight_decay": decay_value},
+            {"name": "no_decay", "params": [p for n, p in rest if is_decay_exempt(n, p)], "weight_decay": 0.0},
+        ]
+    if shifts:
+        # A larger LR, the same decay per step: torch's coupled decay is divided by the LR factor.
+        shift_decay = decay_value / cfg.norm_bias_lr_scale if cfg.decay_norm_and_bias else 0.0
+        groups.append({"name": "norm_bias", "params": [p for _, p in named if id(p) in shifts],
+                       "lr_scale": cfg.norm_bias_lr_scale, "weight_decay": shift_decay})  # fmt: skip
+    return groups
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """The optimizer named by `cfg.name` over all of `model`'s parameters, grouped for weight decay."""
+def momentum_amplification(cfg: OptimConfig) -> float:
+    """How much larger than the gradient a momentum step is, for constant gradients: 1 + 1 / (1 - m) with
+    Nesterov, 1 / (1 - m) without, 1 for optimizers without momentum (Adam's moments are normalised)."""
+    if cfg.name not in ("sgd", "rmsprop") or cfg.momentum == 0:
+        return 1.0
+    return 1.0 + 1.0 / (1.0 - cfg.momentum) if cfg.nesterov else 1.0 / (1.0 - cfg.momentum)
+
+
+def torch_lr_factor(cfg: OptimConfig, batch_size: int | None) -> float:
+    """torch's LR divided by `optim.lr`: 1 in torch units, batch / 1024 / amplification per 1024 images."""
+    if cfg.units == "torch" or batch_size is None:
+        return 1.0
+    return batch_size / 1024.0 / momentum_amplification(cfg)
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, batch_size: int | None = None) -> torch.optim.Optimizer:
+    """The optimizer named by `cfg.name` over all of `model`'s parameters, grouped for weight decay.
+
+    `batch_size` (images per step) converts `optim.units: per_1024_images` into torch's units;
+    torch units need none.
+    """
     factory = OPTIMIZERS.get(cfg.name)
     if factory is None:
         raise ConfigError(f"optim.name: {cfg.name!r} is not one of {', '.join(OPTIMIZERS)}")
-    groups = split_param_groups(model, cfg)
+    if batch_size is None and cfg.units != "torch":
+        raise ValueError(f"optim.units={cfg.units} needs the batch size to convert the LR")
+    factor = torch_lr_factor(cfg, batch_size)
+    lr = cfg.lr * factor
+    # Per 1024 images the decay per step is weight_decay * factor; torch multiplies its value by the LR.
+    weight_decay = cfg.weight_decay if cfg.units == "torch" else cfg.weight_decay * factor / lr
+    groups = split_param_groups(model, cfg, weight_decay)
     if not any(group["params"] for group in groups):
         raise ConfigError(
             f"model {type(model).__name__} has no parameters to optimize",
             hint="check model.name; every built-in model has parameters",
         )
-    return factory(groups, cfg)
+    for group in groups:
+        group["lr"] = lr * group.pop("lr_scale", 1.0)
+    return factory(groups, cfg.model_copy(update={"lr": lr}))

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from cifarcli.engine.loop import Batches
+from cifarcli.engine.tta import tta_logits
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,9 @@ def predict(
     batches: Batches,
     autocast: Callable[[], ContextManager[Any]] = contextlib.nullcontext,
     tta_flip: bool = False,
+    tta_shift: bool = False,
 ) -> Predictions:
-    """Evaluate `model` on every batch (eval mode, restored afterwards); optional flip TTA."""
+    """Evaluate `model` on every batch (eval mode, restored afterwards); optional flip and shift TTA (engine.tta)."""
     was_training = model.training
     model.eval()
     probabilities: list[torch.Tensor] = []
@@ -48,9 +50,7 @@ def predict(
     try:
         for inputs, labels in batches:
             with autocast():
-                logits = model(inputs).float()
-                if tta_flip:
-                    logits = (logits + model(torch.flip(inputs, dims=[3])).float()) / 2
+                logits = tta_logits(model, inputs, tta_flip, tta_shift)
             losses.append(torch.nn.functional.cross_entropy(logits, labels, reduction="none"))
             probabilities.append(torch.softmax(logits, dim=1))  # kept on the device: one copy back at the end
             targets.append(labels)

@@ -7,6 +7,7 @@ import itertools
 import math
 import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Protocol
@@ -18,20 +19,25 @@ from cifarcli.engine.callbacks import TrainCallbacks
 from cifarcli.engine.checkpoint import capture_rng_state, copy_checkpoint, restore_rng_state, save_checkpoint
 from cifarcli.engine.loop import Batches, EpochStats, EpochTotals, StepSettings, TrainState, train_one_epoch
 from cifarcli.engine.predict import Predictions, predict
+from cifarcli.engine.target import time_to_target
 from cifarcli import escape
 from cifarcli.errors import CheckpointError, Interrupted, StorageError
 from cifarcli.fileio import write_csv
 
 METRIC_COLUMNS = [
     "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-    "ema_val_loss", "ema_val_accuracy", "lr", "seconds", "images_per_second",
+    "ema_val_loss", "ema_val_accuracy", "lr", "seconds", "images_per_second", "wall_seconds", "test_accuracy",
 ]  # fmt: skip
 EMA_COLUMNS = ("ema_val_loss", "ema_val_accuracy")  # in metrics.csv only when train.ema_decay is set
+TEST_COLUMNS = ("test_accuracy",)  # in metrics.csv only when train.target_split is test
+# Added after the first releases: a checkpoint's history may lack them (read as NaN).
+LATER_METRIC_COLUMNS = ("wall_seconds", "test_accuracy")
 
 
-def metric_columns(ema: bool) -> list[str]:
-    """The metrics.csv columns of a run: every one, less the EMA ones when there are no EMA weights."""
-    return [c for c in METRIC_COLUMNS if ema or c not in EMA_COLUMNS]
+def metric_columns(ema: bool, test: bool = False) -> list[str]:
+    """The metrics.csv columns of a run: every one, less the EMA ones without EMA weights and the
+    per-epoch test accuracy unless the accuracy target watches the test split."""
+    return [c for c in METRIC_COLUMNS if (ema or c not in EMA_COLUMNS) and (test or c not in TEST_COLUMNS)]
 
 
 class EpochLoader(Protocol):
@@ -46,6 +52,9 @@ class FitSettings:
     step: StepSettings
     overfit_batches: int = 0
     before_epoch: Optional[Callable[[int, nn.Module], None]] = None  # e.g. freeze the backbone early on
+    target_accuracy: Optional[float] = None  # train.target_accuracy
+    target_split: str = "val"  # "val", or "test": then the test loader is scored after every epoch
+    stop_at_target: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,7 @@ def checkpoint_state(state: TrainState, extra: dict[str, Any]) -> dict[str, Any]
         "scheduler": state.scheduler.state_dict(),
         "scaler": state.scaler.state_dict(),
         "ema": state.ema.state_dict() if state.ema is not None else None,
+        "lookahead": state.lookahead.state_dict() if state.lookahead is not None else None,
         "epoch": state.epoch,
         "batch_in_epoch": state.batch_in_epoch,
         "epoch_totals": dataclasses.asdict(state.epoch_totals),
@@ -102,7 +112,8 @@ def _restore(state: TrainState, saved: dict[str, Any]) -> None:
     # LambdaLR.load_state_dict copies whatever it is given into the scheduler: check it is a state of this kind.
     if set(saved["scheduler"]) != set(state.scheduler.state_dict()) or not isinstance(saved["scheduler"].get("last_epoch"), int):
         raise KeyError("the scheduler state is of another kind")
-    for row in saved.get("history", []):  # every metrics column present and a number, as metrics.csv is rewritten from it
+    history = [{**{c: math.nan for c in LATER_METRIC_COLUMNS}, **row} for row in saved.get("history", [])]
+    for row in history:  # every metrics column present and a number, as metrics.csv is rewritten from it
         [float(row[column]) for column in METRIC_COLUMNS]
     state.model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
@@ -110,12 +121,16 @@ def _restore(state: TrainState, saved: dict[str, Any]) -> None:
     state.scaler.load_state_dict(saved["scaler"])
     if state.ema is not None and saved.get("ema") is not None:
         state.ema.load_state_dict(saved["ema"])
+    if state.lookahead is not None:
+        if saved.get("lookahead") is None:
+            raise KeyError("the checkpoint has no lookahead average, but train.lookahead_every_steps is set")
+        state.lookahead.load_state_dict(saved["lookahead"])
     state.epoch = int(saved["epoch"])
     state.batch_in_epoch = int(saved.get("batch_in_epoch", 0))
     state.epoch_totals = EpochTotals(**(saved.get("epoch_totals") or {}))
     state.global_step = int(saved["global_step"])
     state.best_val_accuracy = float(saved["best_val_accuracy"])
-    state.history = list(saved.get("history", []))
+    state.history = history
     if "rng" in saved:
         restore_rng_state(saved["rng"])
 
@@ -154,14 +169,23 @@ def fit(
     files: RunFiles,
     checkpoint_extra: dict[str, Any],
     callbacks: TrainCallbacks = TrainCallbacks(),
+    test_loader: Optional[Batches] = None,
 ) -> FitResult:
-    """Train from `state.epoch` to `settings.epochs`, validating and checkpointing every epoch."""
+    """Train from `state.epoch` to `settings.epochs`, validating and checkpointing every epoch.
+
+    With `settings.target_split == "test"`, `test_loader` is scored after every epoch too (the
+    `test_accuracy` column); with `settings.stop_at_target` the run ends after the first epoch
+    whose accuracy on the target split reaches `settings.target_accuracy`.
+    """
     last, best = files.last_checkpoint, files.best_checkpoint
+    wall_started = time.perf_counter() - _wall_seconds_so_far(state)
     fixed_batches = _take_batches(train_loader, settings.overfit_batches) if settings.overfit_batches else None
     steps_per_epoch = len(fixed_batches) if fixed_batches is not None else len(train_loader)
     callbacks.on_train_start(state, settings.epochs, steps_per_epoch)
     with StopRequest() as stop:
         for epoch in range(state.epoch, settings.epochs):
+            if _target_stops_run(state, settings):  # reached before an interruption: nothing left to train
+                break
             state.forward.train()  # before the hook, which may put frozen norm layers back in eval mode
             if settings.before_epoch is not None:
                 settings.before_epoch(epoch, state.model)
@@ -182,8 +206,8 @@ def fit(
                 )
             state.batch_in_epoch = 0
             state.epoch = epoch + 1
-            row, is_best, val = _finish_epoch(state, stats, val_loader, settings)
-            _write_metrics(files, state.history, metric_columns(state.ema is not None))
+            row, is_best, val = _finish_epoch(state, stats, val_loader, settings, test_loader, time.perf_counter() - wall_started)
+            _write_metrics(files, state.history, metric_columns(state.ema is not None, _watches_test(settings)))
             if is_best:  # best.pt first: a kill before last.pt replays this epoch, which writes both again
                 save_checkpoint(best, checkpoint_state(state, checkpoint_extra))
                 copy_checkpoint(best, last)
@@ -192,16 +216,38 @@ def fit(
             if val is not None:
                 callbacks.on_validation(state.epoch, val)
             callbacks.on_epoch_end(row, is_best)
+            if _target_stops_run(state, settings):
+                break
     callbacks.on_train_end()
     return FitResult(last_checkpoint=last, best_checkpoint=best if best.exists() else last, history=state.history)
 
 
+def _wall_seconds_so_far(state: TrainState) -> float:
+    """Wall time the run had spent before this `fit` call: the last finished epoch's, plus a resumed epoch's part."""
+    last = float(state.history[-1].get("wall_seconds", math.nan)) if state.history else 0.0
+    return (last if math.isfinite(last) else 0.0) + (state.epoch_totals.seconds if state.batch_in_epoch else 0.0)
+
+
+def _watches_test(settings: FitSettings) -> bool:
+    """Whether the accuracy target watches the test split (scored after every epoch, a metrics.csv column)."""
+    return settings.target_accuracy is not None and settings.target_split == "test"
+
+
+def _target_stops_run(state: TrainState, settings: FitSettings) -> bool:
+    if not settings.stop_at_target or settings.target_accuracy is None or not state.history:
+        return False
+    return time_to_target(state.history, settings.target_accuracy, settings.target_split).reached
+
+
 def _finish_epoch(
-    state: TrainState, stats: EpochStats, val_loader: Optional[Batches], settings: FitSettings
-) -> tuple[dict[str, float], bool, Optional[Predictions]]:
-    """Validate, record the epoch's row in the history; returns it, whether it is the best so far, and the predictions."""
+    state: TrainState, stats: EpochStats, val_loader: Optional[Batches], settings: FitSettings,
+    test_loader: Optional[Batches], wall_seconds: float,
+) -> tuple[dict[str, float], bool, Optional[Predictions]]:  # fmt: skip
+    """Validate (and score the test split when the target watches it), record the epoch's row in the
+    history; returns it, whether it is the best so far, and the validation predictions."""
     autocast = settings.step.autocast
     val = predict(state.forward, val_loader, autocast) if val_loader is not None else None
+    test = predict(state.forward, test_loader, autocast) if _watches_test(settings) and test_loader is not None else None
     ema_val = predict(state.ema.module, val_loader, autocast) if (val_loader is not None and state.ema) else None
     row = {
         "epoch": state.epoch,
@@ -214,6 +260,8 @@ def _finish_epoch(
         "lr": state.lr,
         "seconds": stats.seconds,
         "images_per_second": stats.images_per_second,
+        "wall_seconds": wall_seconds,
+        "test_accuracy": _or_nan(test, "accuracy"),
     }
     state.history.append(row)
     # Without a validation split every epoch counts as the best: best.pt is then the last epoch.

@@ -19,6 +19,7 @@ from cifarcli.models.mlp import mlp
 from cifarcli.models.pretrained import load_imagenet_backbone
 from cifarcli.models.resnet9 import resnet9
 from cifarcli.models.simple_cnn import simple_cnn
+from cifarcli.models.speednet import speednet
 from cifarcli.models.summary import ModelSummary, render_summary, summarize_model
 from cifarcli.models.torchvision_resnet import resnet18, resnet34, resnet50
 from cifarcli.torchutil import unwrap_model
@@ -33,6 +34,7 @@ MODELS: dict[str, ModelBuilder] = {
     "resnet18": resnet18,
     "resnet34": resnet34,
     "resnet50": resnet50,
+    "speednet": speednet,
 }
 
 HEAD_NAME = "fc"  # the classifier head's module name in every registered model
