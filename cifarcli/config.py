@@ -130,6 +130,7 @@ class ModelConfig(Section):
     identity_init: bool = Field(False, description="Start every 3x3 conv (but a whitened stem) as the identity on its first input channels.")
     bn_momentum: Optional[float] = Field(None, gt=0.0, le=1.0, description="BatchNorm running-statistics momentum (weight of the new batch); null = torch's 0.1.")
     bn_train_scale: bool = Field(True, description="Train BatchNorm scales; false holds them at 1 (only the shifts train).")
+    logit_scale: float = Field(1.0, gt=0.0, le=100.0, description="Multiply the model's logits by this (e.g. 0.125: ResNet-9 then takes large SGD learning rates); 1 = as built.")
 
     @field_validator("name")
     @classmethod

@@ -95,6 +95,17 @@ def test_batchnorm_settings_and_frozen_scales() -> None:
     assert all(m.bias.requires_grad for m in norms)
 
 
+@pytest.mark.parametrize("name", ["resnet9", "mlp"])
+def test_logit_scale_multiplies_the_logits_and_keeps_the_state_dict(name: str) -> None:
+    plain = build_model(ModelConfig(name=name), 10).eval()
+    scaled = build_model(ModelConfig(name=name, logit_scale=0.125), 10).eval()
+    assert scaled.state_dict().keys() == plain.state_dict().keys()
+    scaled.load_state_dict(plain.state_dict())  # a checkpoint of either loads into the other
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(scaled(images), plain(images) * 0.125, atol=1e-6)
+
+
 def test_per_1024_image_units_give_torch_the_converted_lr_and_decay() -> None:
     model = build_model(ModelConfig(name="speednet"), 10)
     cfg = OptimConfig(name="sgd", units="per_1024_images", lr=10.0, weight_decay=0.01, momentum=0.8, nesterov=True,

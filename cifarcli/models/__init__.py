@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
 from torch import nn
 
 from cifarcli.config import CIFAR_IMAGE_SIZE, HIDDEN_SIZE_MODELS, ModelConfig, is_model_import_path
@@ -50,7 +51,7 @@ def build_model(cfg: ModelConfig, num_classes: int, image_size: int = CIFAR_IMAG
     (ModelImportError, a ConfigError, when anything is wrong).
     """
     if is_model_import_path(cfg.name):
-        return build_custom_model(cfg.name, num_classes, cfg.kwargs, image_size)
+        return scale_logits(build_custom_model(cfg.name, num_classes, cfg.kwargs, image_size), cfg.logit_scale)
     options: dict[str, object] = {"dropout": cfg.dropout}
     if cfg.name in HIDDEN_SIZE_MODELS:  # their fully connected layers are sized by the image (the resnets pool it away)
         options["image_size"] = image_size
@@ -59,6 +60,23 @@ def build_model(cfg: ModelConfig, num_classes: int, image_size: int = CIFAR_IMAG
     model = MODELS[cfg.name](num_classes, **options)
     if cfg.pretrained is not None:
         load_imagenet_backbone(model, cfg.pretrained, cfg.name)
+    return scale_logits(model, cfg.logit_scale)
+
+
+class LogitScale:
+    """A forward hook multiplying a model's output by a constant (it keeps the state dict unchanged)."""
+
+    def __init__(self, factor: float) -> None:
+        self.factor = factor
+
+    def __call__(self, module: nn.Module, inputs: object, output: torch.Tensor) -> torch.Tensor:
+        return output * self.factor
+
+
+def scale_logits(model: nn.Module, factor: float) -> nn.Module:
+    """`model`, its logits multiplied by `factor` from now on (`model.logit_scale`; nothing when 1)."""
+    if factor != 1.0:
+        model.register_forward_hook(LogitScale(factor))
     return model
 
 
