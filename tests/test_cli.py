@@ -125,5 +125,5 @@ def test_an_interrupt_during_start_up_is_one_line_and_exit_130(
     finally:
         process.kill()
     assert process.returncode == 130, err
-    assert err == "error: interrupted\n" and out == ""
+    assert err == ("stopped by Ctrl-C\n" if signum == signal.SIGINT else "stopped by SIGTERM\n") and out == ""
     assert not list(tmp_path.iterdir())  # nothing was started, so nothing was written
