@@ -94,7 +94,7 @@ def keys(
             typer.echo(f"    {key.description}")
 
 
-def show(name: Annotated[str, typer.Argument(help="A built-in config (see `cifar config show --help`).", show_default=False)]) -> None:
+def show(name: Annotated[str, typer.Argument(help="A built-in config name, as -c takes it (default, smoke, cifar100-resnet34, ...).", show_default=False)]) -> None:
     """Print a built-in config, every field commented (copy it to start your own).
 
     Example: cifar config show cifar100-resnet34 > my-experiment.yaml
