@@ -226,3 +226,13 @@ def test_ctrl_c_is_reported_as_an_interruption_not_an_error(capsys: pytest.Captu
                                        "hint: continue with: cifar train --resume runs/r\n")  # fmt: skip
     assert _exit_code_of(ctrl_c_elsewhere) == 130
     assert capsys.readouterr().err == "stopped by Ctrl-C\n"
+
+
+def test_a_short_piped_task_prints_only_its_opening_line() -> None:
+    clock = FakeClock()
+    reporter, out = _piped(clock)
+    with reporter.task("epoch 1/2", total=8) as task:
+        for _ in range(8):
+            clock.now += 1
+            task.advance(1, loss="2.0")
+    assert out.getvalue() == "epoch 1/2: 8 steps\n"  # the epoch's own line follows; no 100% line of 8 s

@@ -3,8 +3,8 @@
 `ConsoleReporter` is the `reporting.Reporter` every command hands down to the library. On a
 terminal a task is a transient rich bar whose two times are labelled (elapsed, left); piped to
 a file it prints a heartbeat line, like timm's log lines, when a task starts, every
-HEARTBEAT_EVERY_S seconds (a transfer also every 10% of its size) and when it ends; with
---quiet only warnings are printed (errors are printed by cli.py).
+HEARTBEAT_EVERY_S seconds (a transfer also every 10% of its size) and, if it printed any, when
+it ends; with --quiet only warnings are printed (errors are printed by cli.py).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from cifarcli.reporting import Reporter, Task
 
 HEARTBEAT_EVERY_S = 30.0  # a piped run prints a progress line at least this often ...
 BYTES_LINE_EVERY_FRACTION = 0.1  # ... and a transfer also at every 10% of its size
+UNIT_NAMES = {"step": "steps", "img": "images"}  # how a count of each unit is written
 Clock = Callable[[], float]
 
 
@@ -72,7 +73,7 @@ class HeartbeatTask(Task):
         self.started_at = self.last_at = clock()
         self.start_done = self.last_done = done
         self.fields: dict[str, str] = {}
-        self.closed = False
+        self.closed = self.printed = False
         resumed = f", resuming at {self._amount(done)}" if done else ""
         self.say(f"{self.label}: {self._amount(total) if total else 'size unknown'}{resumed}")
 
@@ -83,10 +84,12 @@ class HeartbeatTask(Task):
         by_amount = self.every_amount is not None and self.done - self.last_done >= self.every_amount
         if by_amount or now - self.last_at >= self.every_s:
             self.say(self.line(now))
-            self.last_at, self.last_done = now, self.done
+            self.last_at, self.last_done, self.printed = now, self.done, True
 
     def close(self) -> None:
-        if not self.closed and self.done != self.last_done:  # the last stretch, unless a line just said it
+        # A task that printed heartbeats ends on a line of its last stretch (unless one just said it);
+        # a short one stays at its opening line: training's epoch line, or the result, follows.
+        if not self.closed and self.printed and self.done != self.last_done:
             self.say(self.line(self.clock()))
         self.closed = True
 
@@ -113,7 +116,7 @@ class HeartbeatTask(Task):
     def _amount(self, value: float | None) -> str:
         if value is None:
             return "?"
-        return f"{value / 1e6:.1f} MB" if self.unit == "bytes" else f"{value:g} {self.unit}s"
+        return f"{value / 1e6:.1f} MB" if self.unit == "bytes" else f"{value:g} {UNIT_NAMES.get(self.unit, self.unit)}"
 
 
 class ConsoleReporter(Reporter):
