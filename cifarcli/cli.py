@@ -122,6 +122,9 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             if exc.exit_code == INTERRUPTED_EXIT_CODE:  # e.g. "stopped by SIGINT ..., state saved"
                 note_interrupt_reported()
             raise typer.Exit(exc.exit_code) from None
+        except BrokenPipeError:  # `cifar config keys | head`: the reader has gone, which is not an error
+            _silence_stdout()
+            raise typer.Exit(1) from None
         except OSError as exc:  # a file-system fault no reader or writer turned into a CifarError
             if debug_enabled():
                 raise
@@ -135,6 +138,15 @@ def friendly_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(INTERRUPTED_EXIT_CODE) from None
 
     return wrapper
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the flush at exit does not fail on the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (a test runner's buffer)
+        pass
 
 
 def _version(value: bool) -> None:

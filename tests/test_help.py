@@ -101,3 +101,11 @@ def test_config_show_of_an_unknown_name_lists_the_built_ins() -> None:
     result = runner.invoke(app, ["config", "show", "smok"])
     assert result.exit_code == 2 and result.stderr.startswith("error: no built-in config named 'smok'")
     assert "smoke" in result.stderr
+
+
+def test_a_reader_that_goes_away_is_not_an_error() -> None:
+    process = subprocess.Popen([sys.executable, "-m", "cifarcli", "config", "keys"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process.stdout.close()  # `| head -0`: gone long before the child has imported anything
+    _, err = process.communicate(timeout=120)
+    assert err == "" and process.returncode == 1
