@@ -1,5 +1,9 @@
 """The `cifar` Typer app: registers the commands and turns known errors into one-line messages.
 
+Typer's own usage errors (an unknown option or command, a missing argument) are turned into
+the same one-line `error:` style by `CifarGroup.main`, and the help is written as Click writes
+it (no `<bool>` after a flag, `TARGET` in the usage line) by `CifarCommand`.
+
 Importing this module must stay cheap (`cifar --help` answers in well under a second): the
 command modules import torch, torchvision, matplotlib, tensorboard, optuna and PIL (and the
 config schema) inside the commands that use them, never at their top. `cifarcli.entry.main` is where the process starts.
@@ -26,6 +30,7 @@ from cifarcli import __version__, escape, fileio
 from cifarcli.entry import INTERRUPTED_EXIT_CODE, debug_enabled, note_interrupt_reported, report_interrupted
 from cifarcli.entry import main as main  # the console script of older installs names cifarcli.cli:main
 from cifarcli.errors import CifarError
+
 
 def _conventional_params(params: list[Any]) -> list[Any]:
     """Parameters shown as Click shows them: a flag has no `<bool>` metavar, an argument is named in capitals."""
