@@ -68,7 +68,7 @@ def load_subset(archive: Path, workdir: Path):
     from cifarcli.config import DataConfig
     from cifarcli.data.prepare import load_dataset
 
-    return load_dataset(DataConfig(root=workdir / "data", source=str(archive), md5=SUBSET_MD5), progress=False)
+    return load_dataset(DataConfig(root=workdir / "data", source=str(archive), md5=SUBSET_MD5))
 
 
 def train_seeds_recipe(archive: Path, workdir: Path, seed: int, epochs: int = SEEDS_EPOCHS) -> tuple[float, float]:

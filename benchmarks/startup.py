@@ -52,7 +52,7 @@ def prepare_subset(archive: Path = SUBSET_ARCHIVE) -> Path | None:
     from cifarcli.data.prepare import prepare_dataset
 
     root = Path(tempfile.mkdtemp(prefix="cifar-bench-data-"))
-    prepare_dataset(DataConfig(root=root, source=str(archive), md5=SUBSET_MD5), progress=False)
+    prepare_dataset(DataConfig(root=root, source=str(archive), md5=SUBSET_MD5))
     return root
 
 

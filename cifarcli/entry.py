@@ -1,8 +1,9 @@
 """Where `cifar` and `python -m cifarcli` start: signal handling first, then the CLI is imported.
 
 Ctrl-C (SIGINT) and SIGTERM can arrive while the imports are still running; they end the
-process with one line, `error: interrupted`, and exit code 130, never a traceback. Nothing
-here imports more than the standard library until the handlers are in place.
+process with one line, `stopped by Ctrl-C` (or `stopped by SIGTERM`), and exit code 130,
+never a traceback: an interruption is not an error. Nothing here imports more than the
+standard library until the handlers are in place.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import signal
 import sys
 
 INTERRUPTED_EXIT_CODE = 130
-INTERRUPTED_MESSAGE = "error: interrupted"
 _reported = {"interrupted": False}
+_stopped_by = {"signal": "Ctrl-C"}  # SIGTERM's handler says when it was that one
 
 
 def debug_enabled() -> bool:
@@ -26,14 +27,20 @@ def note_interrupt_reported() -> None:
     _reported["interrupted"] = True
 
 
+def interrupted_message() -> str:
+    """`stopped by Ctrl-C`, or `stopped by SIGTERM` after a SIGTERM."""
+    return f"stopped by {_stopped_by['signal']}"
+
+
 def report_interrupted() -> None:
-    """Print `error: interrupted` on stderr."""
+    """Print `stopped by Ctrl-C` (or SIGTERM) on stderr."""
     note_interrupt_reported()
-    sys.stderr.write(INTERRUPTED_MESSAGE + "\n")
+    sys.stderr.write(interrupted_message() + "\n")
     sys.stderr.flush()
 
 
 def _terminate(signum: int, frame: object) -> None:
+    _stopped_by["signal"] = "SIGTERM"
     raise KeyboardInterrupt  # SIGTERM ends like Ctrl-C; `cifar train` installs its own handlers while it trains
 
 

@@ -219,8 +219,7 @@ def tiny_cifar100_archive(tmp_path_factory: pytest.TempPathFactory) -> TinyArchi
 
 
 def _prepared_root(root: Path, archive: TinyArchive) -> Path:
-    prepare_dataset(DataConfig(dataset=archive.dataset, root=root, source=str(archive.path), md5=archive.md5),
-                    progress=False)
+    prepare_dataset(DataConfig(dataset=archive.dataset, root=root, source=str(archive.path), md5=archive.md5))
     return root
 
 

@@ -38,7 +38,7 @@ def _config(root: Path, archive: TinyArchive, **changes) -> DataConfig:
 
 @pytest.fixture
 def fresh_root(tmp_path: Path, tiny_cifar10_archive: TinyArchive) -> Path:
-    prepare_dataset(_config(tmp_path, tiny_cifar10_archive), progress=False)
+    prepare_dataset(_config(tmp_path, tiny_cifar10_archive))
     return tmp_path
 
 
@@ -80,9 +80,9 @@ def test_manifest_records_source_md5_counts_and_checksums(cifar10_data_root: Pat
 
 def test_rerun_is_already_present_and_load_is_fast(fresh_root: Path, tiny_cifar10_archive: TinyArchive) -> None:
     cfg = _config(fresh_root, tiny_cifar10_archive)
-    assert prepare_dataset(cfg, progress=False).action == ALREADY_PRESENT
+    assert prepare_dataset(cfg).action == ALREADY_PRESENT
     started = time.perf_counter()
-    arrays = load_dataset(cfg, progress=False)
+    arrays = load_dataset(cfg)
     assert time.perf_counter() - started < 1.0
     _assert_same(arrays, tiny_cifar10_archive.expected)
 
@@ -95,7 +95,7 @@ def test_tampered_cache_file_fails_the_full_check_and_is_rebuilt(fresh_root: Pat
     read_cache(fresh_root / "cifar10", "cifar10")  # the cheap check passes
     with pytest.raises(CacheError, match="sha256"):
         read_cache(fresh_root / "cifar10", "cifar10", verify_checksums=True)
-    result = prepare_dataset(_config(fresh_root, tiny_cifar10_archive), progress=False)
+    result = prepare_dataset(_config(fresh_root, tiny_cifar10_archive))
     assert result.action == REBUILT
     _assert_same(read_cache(fresh_root / "cifar10", "cifar10", verify_checksums=True), tiny_cifar10_archive.expected)
 
@@ -115,12 +115,12 @@ def test_load_rebuilds_a_cache_failing_its_cheap_check(fresh_root: Path, tiny_ci
         manifest_path.write_text("{not json")
     with pytest.raises(CacheError):
         read_cache(folder, "cifar10")
-    _assert_same(load_dataset(_config(fresh_root, tiny_cifar10_archive), progress=False), tiny_cifar10_archive.expected)
+    _assert_same(load_dataset(_config(fresh_root, tiny_cifar10_archive)), tiny_cifar10_archive.expected)
     read_cache(folder, "cifar10", verify_checksums=True)
 
 
 def test_missing_cache_is_prepared_by_load(tmp_path: Path, tiny_cifar100_archive: TinyArchive) -> None:
-    arrays = load_dataset(_config(tmp_path, tiny_cifar100_archive), progress=False)
+    arrays = load_dataset(_config(tmp_path, tiny_cifar100_archive))
     _assert_same(arrays, tiny_cifar100_archive.expected)
     assert (tmp_path / "cifar-100-python.tar.gz").is_file()
 
@@ -128,20 +128,20 @@ def test_missing_cache_is_prepared_by_load(tmp_path: Path, tiny_cifar100_archive
 def test_cache_from_the_archive_on_disk_and_force(fresh_root: Path, tiny_cifar10_archive: TinyArchive) -> None:
     shutil.rmtree(fresh_root / "cifar10")
     cfg = _config(fresh_root, tiny_cifar10_archive)
-    assert prepare_dataset(cfg, progress=False).action == CONVERTED  # no second copy of the archive
-    assert prepare_dataset(cfg, force=True, progress=False).action == COPIED
+    assert prepare_dataset(cfg).action == CONVERTED  # no second copy of the archive
+    assert prepare_dataset(cfg, force=True).action == COPIED
 
 
 def test_a_different_requested_md5_is_not_served_from_the_old_cache(fresh_root: Path, tiny_cifar10_archive: TinyArchive) -> None:
     cfg = _config(fresh_root, tiny_cifar10_archive, md5="0" * 32)
     with pytest.raises(DataError, match="expected 00000000"):
-        load_dataset(cfg, progress=False)
+        load_dataset(cfg)
     read_cache(fresh_root / "cifar10", "cifar10", verify_checksums=True)  # the old cache is left intact
 
 
 def test_default_config_uses_whatever_cache_was_prepared(cifar10_data_root: Path, tiny_cifar10_archive: TinyArchive, monkeypatch) -> None:
     monkeypatch.setattr(prepare_module, "fetch_archive", lambda *a, **k: pytest.fail("must not download"))
-    arrays = load_dataset(DataConfig(root=cifar10_data_root), progress=False)
+    arrays = load_dataset(DataConfig(root=cifar10_data_root))
     assert len(arrays.train_images) == 200
 
 

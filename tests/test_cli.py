@@ -76,6 +76,7 @@ def test_importing_the_cli_imports_no_heavy_library() -> None:
      (["download", "--print-config", "--dataset", "cifar100"], "dataset: cifar100"), (["sweep", "--help"], "--grid"),
      (["compare", "--help"], "--out"), (["landscape", "--help"], "--out"), (["prepare", "--help"], "--path"),
      (["sweep", "--print-config", "--set", "optim.lr=0.003"], "lr: 0.003"),
+     (["config", "keys", "optim"], "optim.lr: float = "), (["config", "show", "smoke"], "cifar train -c smoke"),
      (["prepare", "--print-config", "--dataset", "npz", "--path", "x.npz", "--set", "data.test_fraction=0.2"], "dataset: npz")],
 )  # fmt: skip
 def test_help_version_and_print_config_work_without_the_heavy_libraries(args: list[str], expected: str) -> None:
@@ -125,5 +126,5 @@ def test_an_interrupt_during_start_up_is_one_line_and_exit_130(
     finally:
         process.kill()
     assert process.returncode == 130, err
-    assert err == "error: interrupted\n" and out == ""
+    assert err == ("stopped by Ctrl-C\n" if signum == signal.SIGINT else "stopped by SIGTERM\n") and out == ""
     assert not list(tmp_path.iterdir())  # nothing was started, so nothing was written

@@ -609,7 +609,8 @@ def test_sigterm_and_sigint_save_state_exit_130_and_resume_equals_an_uninterrupt
     for stop in chain.interruptions:
         assert stop.returncode == 130, stop.stderr
         error, hint = stop.stderr.strip().splitlines()[-2:]
-        found = re.fullmatch(rf"error: stopped by {stop.signal_name} at epoch (\d+), step (\d+) of {STEPS_PER_EPOCH}; "
+        stopped_by = "Ctrl-C" if stop.signal_name == "SIGINT" else stop.signal_name  # an interruption, not an error:
+        found = re.fullmatch(rf"stopped by {stopped_by} at epoch (\d+), step (\d+) of {STEPS_PER_EPOCH}; "
                              rf"state saved to {re.escape(str(chain.last))}", error)  # fmt: skip
         assert found, stop.stderr
         assert hint == f"hint: continue with: cifar train --resume {chain.run_dir}"

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 from cifarcli.data import fetch as fetch_module
-from cifarcli.data.fetch import TransferProgress, fetch_archive, file_md5, partial_path, retry_delay_s
+from cifarcli.data.fetch import fetch_archive, file_md5, partial_path, retry_delay_s
 from cifarcli.errors import DataError, UsageError
 from conftest import LoopbackServer, TinyArchive
 
 
 def _fetch(source: str, destination: Path, md5: str | None, **kwargs):
-    options = {"timeout_s": 5.0, "retries": 2, "backoff_base_s": 0.0, "progress": False, **kwargs}
+    options = {"timeout_s": 5.0, "retries": 2, "backoff_base_s": 0.0, **kwargs}
     return fetch_archive(source, destination, expected_md5=md5, **options)
 
 
@@ -138,35 +138,6 @@ def test_network_failure_after_retries_names_url_and_backs_off(tmp_path: Path, m
     assert "--source" in caught.value.hint
     assert slept == [0.25, 0.5, 1.0]
     assert [retry_delay_s(a, 2.0) for a in range(3)] == [2.0, 4.0, 8.0]
-
-
-def test_plain_progress_lines_every_ten_percent() -> None:
-    stream = io.StringIO()
-    with TransferProgress("downloading x.tar.gz", stream=stream) as progress:
-        progress.start(1_000_000)
-        for _ in range(20):
-            progress.advance(50_000)
-    lines = stream.getvalue().splitlines()
-    assert lines[0] == "downloading x.tar.gz: 1.0 MB"
-    assert [line.split(":")[1].split("%")[0].strip() for line in lines[1:]] == [str(p) for p in range(10, 101, 10)]
-    assert "MB/s" in lines[-1] and "s left" in lines[-1]
-
-
-def test_rich_bar_on_a_terminal_and_silence_when_disabled() -> None:
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
-
-    terminal = Terminal()
-    with TransferProgress("downloading x.tar.gz", stream=terminal) as progress:
-        progress.start(2_000_000, 500_000)
-        progress.advance(1_500_000)
-    assert "downloading x.tar.gz" in terminal.getvalue() and "2.0" in terminal.getvalue()
-    quiet = io.StringIO()
-    with TransferProgress("x", enabled=False, stream=quiet) as progress:
-        progress.start(10)
-        progress.advance(10)
-    assert quiet.getvalue() == "" and progress.done_bytes == 10
 
 
 def file_md5_of(data: bytes) -> str:

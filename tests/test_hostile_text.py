@@ -40,7 +40,7 @@ def hostile_run(tmp_path_factory: pytest.TempPathFactory, tiny_cifar10_archive: 
     archive = root / "hostile.tar.gz"
     md5 = write_tar_gz(archive, members, "cifar-10-batches-py")
     data_root = root / "data"
-    prepare_dataset(DataConfig(root=data_root, source=str(archive), md5=md5), progress=False)
+    prepare_dataset(DataConfig(root=data_root, source=str(archive), md5=md5))
     runs_root = root / "[old] runs"
     result = runner.invoke(app, ["train", "-c", "smoke", "--set", f"data.root={data_root}", "--set", f"run.root={runs_root}"])
     assert result.exit_code == 0, result.output

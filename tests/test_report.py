@@ -296,7 +296,7 @@ def test_report_on_the_validation_split_shows_training_images(smoke_run: Path, t
     assert summary["split"] == "val"
     rows = read_predictions(run_dir / "predictions.csv")
     cfg = load_config(run_dir / "config.yaml")
-    train_labels = np.asarray(load_dataset(cfg.data, progress=False).train_labels)
+    train_labels = np.asarray(load_dataset(cfg.data).train_labels)
     _, val_indices = stratified_split(train_labels, cfg.data.val_fraction, cfg.data.split_seed)
     assert sorted(rows[:, 0].astype(int).tolist()) == val_indices.tolist()  # rows index the training set
     assert rows[:, 1].astype(int).tolist() == train_labels[rows[:, 0].astype(int)].tolist()

@@ -125,7 +125,7 @@ def test_tampered_archive_is_refused_by_prepare_and_no_cache_is_written(
     md5 = write_tar_gz(archive, members, "cifar-10-batches-py")
     root = tmp_path / "root"
     with pytest.raises(DataError, match=r"data_batch_3: refusing to unpickle the forbidden global (posix|nt)\.system"):
-        prepare_dataset(DataConfig(root=root, source=str(archive), md5=md5), progress=False)
+        prepare_dataset(DataConfig(root=root, source=str(archive), md5=md5))
     assert not marker.exists()
     assert not (root / "cifar10" / MANIFEST_NAME).exists()
 
@@ -158,7 +158,7 @@ def _python3_members(tiny: TinyArchive, protocol: int) -> dict[str, bytes]:
 def test_python3_pickles_with_str_keys_load_like_the_official_ones(tmp_path: Path, tiny_cifar10_archive: TinyArchive, protocol: int) -> None:
     archive = tmp_path / "py3.tar.gz"
     md5 = write_tar_gz(archive, _python3_members(tiny_cifar10_archive, protocol), "cifar-10-batches-py")
-    prepare_dataset(DataConfig(root=tmp_path / "root", source=str(archive), md5=md5), progress=False)
+    prepare_dataset(DataConfig(root=tmp_path / "root", source=str(archive), md5=md5))
     arrays = read_cache(tmp_path / "root" / "cifar10", "cifar10")
     np.testing.assert_array_equal(arrays.train_images, tiny_cifar10_archive.expected.train_images)
     np.testing.assert_array_equal(arrays.test_labels, tiny_cifar10_archive.expected.test_labels)
@@ -232,4 +232,4 @@ def test_labels_must_be_flat_integers_before_any_conversion(tmp_path: Path, tiny
     archive = tmp_path / "nested.tar.gz"
     md5 = write_tar_gz(archive, members, "cifar-10-batches-py")
     with pytest.raises(DataError, match=r"data_batch_2: b'labels' must be a list of 40 integers"):
-        prepare_dataset(DataConfig(root=tmp_path / "root", source=str(archive), md5=md5), progress=False)
+        prepare_dataset(DataConfig(root=tmp_path / "root", source=str(archive), md5=md5))

@@ -20,10 +20,10 @@ def compare(
     Example: cifar compare runs/20261121-093000-resnet9-cifar10 runs/20261122-101500-resnet9-cifar10
     """
     from rich.console import Console
-    from rich.table import Table
     from rich.text import Text
 
     from cifarcli.commands.comparison import TERMINAL_COLUMNS, difference_cells, headline_cells, load_runs, write_comparison
+    from cifarcli.commands.progress import titled_table
     from cifarcli.config import RunConfig
 
     compared = load_runs(targets)
@@ -35,7 +35,7 @@ def compare(
         headline = headline_cells(compared, list(TERMINAL_COLUMNS))
         for title, header, rows in (("headline metrics", list(TERMINAL_COLUMNS.values()), headline),
                                     ("config keys that differ", diff_header, diff_rows or [["(none)"] + [""] * len(compared)])):  # fmt: skip
-            table = Table(title=title, title_justify="left")
+            table = titled_table(title)
             for column in header:
                 table.add_column(column, overflow="fold")
             for row in rows:

@@ -26,6 +26,7 @@ Md5Flag = Annotated[
 ]
 NoVerifyFlag = Annotated[bool, typer.Option("--no-verify", help="Accept the archive without checking its md5 (data.verify=false).")]
 ForceFlag = Annotated[bool, typer.Option("--force", help="Fetch the archive again and rebuild the cache even if both are present.")]
+QuietFlag = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the result: no progress, no retries (warnings and errors still).")]
 
 
 def download(
@@ -37,6 +38,7 @@ def download(
     config: ConfigOption = None,
     overrides: SetOption = None,
     print_config: PrintConfigOption = False,
+    quiet: QuietFlag = False,
 ) -> None:
     """Download CIFAR-10/100, verify its checksum and convert it into a fast on-disk cache.
 
@@ -45,6 +47,7 @@ def download(
     Offline: cifar download --source ~/Downloads/cifar-10-python.tar.gz
     """
     from cifarcli.config import CUSTOM_DATASET_NAMES
+    from cifarcli.commands.progress import make_reporter
     from cifarcli.data.prepare import prepare_dataset
 
     flags = {"data.dataset": dataset, "data.source": source, "data.md5": md5, "data.verify": False if no_verify else None}
@@ -52,7 +55,7 @@ def download(
     if cfg.data.dataset in CUSTOM_DATASET_NAMES:
         raise UsageError(f"cifar download fetches CIFAR-10/100; data.dataset {cfg.data.dataset} is your own data",
                          hint="convert it with `cifar prepare` (train and the other commands also do it when needed)")
-    result = prepare_dataset(cfg.data, force=force)
+    result = prepare_dataset(cfg.data, force=force, reporter=make_reporter(quiet))
     lines = [f"{result.dataset}: {result.action}",
              f"cache:   {result.cache_dir} ({result.train_count} train, {result.test_count} test images)"]  # fmt: skip
     if result.archive_path.is_file():

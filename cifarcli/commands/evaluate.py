@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -28,18 +29,21 @@ def evaluate(
     """
     from cifarcli.commands import compose
     from cifarcli.commands.evaluation import build_eval_data, evaluate_split, print_summary, write_evaluation
-    from cifarcli.commands.progress import make_console, print_written
+    from cifarcli.commands.progress import make_console, make_reporter, print_written
+    from cifarcli.reporting import track
 
     trained = resolve_trained_run(target, config, overrides, print_config, ema)
     path, checkpoint, cfg = trained.path, trained.checkpoint, trained.cfg
     run_dir = runs.run_dir_of(path)
     with runs.locked(run_dir):
         device = compose.device_for(cfg)
-        data = build_eval_data(cfg, device, progress=not quiet)
+        reporter = make_reporter(quiet)
+        data = build_eval_data(cfg, device, reporter=reporter)
         compose.check_checkpoint_classes(checkpoint, data.labels, path)
         run = compose.load_trained_model(path, cfg, device, use_ema=ema, checkpoint=checkpoint)
-        with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
-            summary, matrix, rows = evaluate_split(run, data, cfg.eval)
+        with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"), \
+                reporter.task(f"evaluate {data.split}", total=len(data.indices), unit="img") as task:
+            summary, matrix, rows = evaluate_split(run, replace(data, loader=track(data.loader, task)), cfg.eval)
         summary["ema"] = ema
         written = write_evaluation(run_dir, summary, matrix, rows, data.labels.class_names)
     stdout = make_console(stderr=False)
@@ -51,9 +55,9 @@ def evaluate(
 
 
 def _per_class_table(summary: dict) -> Table:
-    from rich.table import Table
+    from cifarcli.commands.progress import titled_table
 
-    table = Table(title="per class", title_justify="left")
+    table = titled_table("per class")
     for column in ("class", "precision", "recall", "F1", "support"):
         table.add_column(column, justify="left" if column == "class" else "right")
     for row in summary["per_class"]:

@@ -19,6 +19,7 @@ from cifarcli.data.prepare import load_dataset
 from cifarcli.data.split import stratified_split
 from cifarcli.errors import UsageError
 from cifarcli.metrics import evaluation_summary
+from cifarcli.reporting import SILENT, Reporter
 from cifarcli.report_tables import CONFIDENCE, INDEX, LOSS, PREDICTED, TRUE, TRUE_PROBABILITY, damaged
 
 # predictions.csv: the ids with their class names beside them, the two probabilities, the image's loss.
@@ -40,9 +41,9 @@ def _no_validation_split() -> UsageError:
     return UsageError("eval.split is val but data.val_fraction is 0, so there is no validation split", hint="use --set eval.split=test")
 
 
-def build_eval_data(cfg: ExperimentConfig, device: torch.device, progress: bool = True) -> EvalData:
+def build_eval_data(cfg: ExperimentConfig, device: torch.device, reporter: Reporter = SILENT) -> EvalData:
     """Load the data set and build the loader of `cfg.eval.split` only: no training loader, no augmentation."""
-    arrays = load_dataset(cfg.data, progress=progress)
+    arrays = load_dataset(cfg.data, reporter=reporter)
     labels = select_labels(arrays, cfg.data.label_mode)
     if cfg.eval.split == "test":
         loader = eval_loader(cfg, arrays, arrays.test_images, labels.test, labels.num_classes, device)

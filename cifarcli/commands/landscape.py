@@ -23,8 +23,7 @@ def landscape(
 
     Example: cifar landscape runs/20261121-093000-resnet9-cifar10 --set landscape.points=31 --set landscape.from_init=true
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
+    from cifarcli.commands.console_reporter import ConsoleReporter
     from cifarcli.commands.loss_landscape import compute_landscape, write_landscape
     from cifarcli.commands.progress import make_console
 
@@ -33,10 +32,14 @@ def landscape(
     s = trained.cfg.landscape
     console.print(f"{s.points}x{s.points} points{' twice (trained, initial)' if s.from_init else ''} on {s.batches} "
                   f"{s.split} batches of {trained.cfg.data.eval_batch_size} images", markup=False)  # fmt: skip
-    with Progress(TextColumn("loss landscape"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=console, transient=True, disable=not console.is_terminal or console.quiet) as progress:  # fmt: skip
-        task = progress.add_task("points", total=s.points**2 * (2 if s.from_init else 1))
-        result = compute_landscape(trained, lambda done, total: progress.update(task, completed=done))
+    points_done = [0]  # compute_landscape says how many points are done; the task takes how many more
+    with ConsoleReporter(console).task("loss landscape", total=s.points**2 * (2 if s.from_init else 1)) as task:
+
+        def on_point(done: int, total: int) -> None:
+            task.advance(done - points_done[0])
+            points_done[0] = done
+
+        result = compute_landscape(trained, on_point)
     out_dir = out if out is not None else runs.run_dir_of(trained.path) / "landscape"
     written = write_landscape(result, trained.cfg, trained.path, out_dir)
     middle = s.points // 2

@@ -34,7 +34,7 @@ class Landscape:
 
 def evaluation_batches(cfg: ExperimentConfig, device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The first `landscape.batches` batches of `landscape.split`, in data order, normalised, not augmented."""
-    arrays = load_dataset(cfg.data, progress=False)
+    arrays = load_dataset(cfg.data)
     labels = compose.select_labels(arrays, cfg.data.label_mode)
     split = cfg.landscape.split
     if split == "test":

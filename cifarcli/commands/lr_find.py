@@ -41,8 +41,8 @@ def lr_find(
     cfg = resolve_config(config, overrides, print_config)  # before the heavy imports: --print-config stays fast
     from cifarcli import runs
     from cifarcli.commands import compose
-    from cifarcli.commands.lr_find_results import LR_FIND_PNG, suggestion_table, sweep_progress, write_lr_find
-    from cifarcli.commands.progress import make_console, print_written
+    from cifarcli.commands.lr_find_results import LR_FIND_PNG, suggestion_table, write_lr_find
+    from cifarcli.commands.progress import make_console, make_reporter, print_written
     from cifarcli.config import config_to_yaml
     from cifarcli.engine.lr_finder import find_lr
     from cifarcli.engine.optim import build_optimizer
@@ -54,17 +54,16 @@ def lr_find(
             f"optim.units: lr-find sweeps torch's learning rates; it does not convert {cfg.optim.units!r}",
             hint="run lr-find with --set optim.units=torch (and the recipe's other settings), then train in those units",
         )
-    console = make_console(quiet)
+    reporter = make_reporter(quiet)
     device = compose.device_for(cfg)
-    data = compose.build_data(cfg, device, progress=not quiet)
+    data = compose.build_data(cfg, device, reporter=reporter)
     model = compose.prepare_model(cfg, data.labels.num_classes, device, data)
     optimizer = build_optimizer(model, cfg.optim, cfg.data.batch_size)
-    with sweep_progress(console) as progress:
-        task = progress.add_task("sweep", total=cfg.lr_find.num_iter, lr="-", loss="-")
+    with reporter.task("lr-find", total=cfg.lr_find.num_iter) as task:
         result = find_lr(
             model, data.train, optimizer, compose.step_settings(cfg, device), cfg.lr_find,
             scaler=make_grad_scaler(compose.run_precision(cfg, device)),
-            on_step=lambda step, lr, loss: progress.update(task, advance=1, lr=f"{lr:.2e}", loss=f"{loss:.4f}"),
+            on_step=lambda step, lr, loss: task.advance(1, lr=f"{lr:.2e}", loss=f"{loss:.4f}"),
         )  # fmt: skip
     run_dir = runs.create_run_dir(cfg.run.root, f"{cfg.run.name}-lr-find")  # only once there is something to keep
     fileio.write_text_atomic(run_dir / runs.CONFIG_FILE, config_to_yaml(cfg))

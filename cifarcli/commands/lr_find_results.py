@@ -1,4 +1,4 @@
-"""What `cifar lr-find` writes: lr_find.csv, lr_find.json, lr_find.png, the suggestion table and its progress bar."""
+"""What `cifar lr-find` writes: lr_find.csv, lr_find.json, lr_find.png and the suggestion table."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from cifarcli import fileio, runs
+from cifarcli.commands.progress import titled_table
 from cifarcli.config import ExperimentConfig
 from cifarcli.engine.lr_finder import LrFindResult
 from cifarcli.plots.lr_find import plot_lr_find
@@ -19,14 +18,6 @@ from cifarcli.commands.lr_find import LR_FIND_JSON
 
 LR_FIND_CSV = "lr_find.csv"
 LR_FIND_PNG = "lr_find.png"
-
-
-def sweep_progress(console: Console) -> Progress:
-    """A transient progress bar on a terminal; disabled elsewhere and with --quiet."""
-    return Progress(
-        TextColumn("[bold]lr-find"), BarColumn(), MofNCompleteColumn(), TextColumn("lr {task.fields[lr]}  loss {task.fields[loss]}"),
-        console=console, transient=True, disable=not console.is_terminal or console.quiet,
-    )  # fmt: skip
 
 
 def lr_find_summary(cfg: ExperimentConfig, result: LrFindResult) -> dict[str, Any]:
@@ -66,7 +57,7 @@ def write_lr_find(run_dir: Path, cfg: ExperimentConfig, result: LrFindResult) ->
 
 def suggestion_table(result: LrFindResult, chosen: str) -> Table:
     """The suggestions, one row each, the chosen one marked."""
-    table = Table(title="suggested peak LR (optim.lr)", title_justify="left")
+    table = titled_table("suggested peak LR (optim.lr)")
     for column in ("", "suggestion", "lr", "how"):
         table.add_column(column, justify="right" if column == "lr" else "left")
     for name, suggestion in result.suggestions.items():

@@ -32,11 +32,12 @@ def prepare(
 
     Example: cifar prepare --dataset folder --path ~/pets --set data.image_size=64
     """
+    from cifarcli.commands.progress import make_reporter
     from cifarcli.data.prepare import ALREADY_PRESENT, prepare_dataset  # numpy and the readers load here, not at start-up
 
     flags = {"data.dataset": dataset, "data.path": str(path) if path is not None else None}
     cfg = resolve_config(config, overrides, print_config, flags)
-    result = prepare_dataset(cfg.data, force=force)
+    result = prepare_dataset(cfg.data, force=force, reporter=make_reporter())
     side = result.image_size
     typer.echo(f"{result.dataset}: {result.action}")
     typer.echo(f"cache:  {result.cache_dir} ({result.train_count} train, {result.test_count} test images, {side}x{side} RGB)")

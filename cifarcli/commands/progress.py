@@ -1,4 +1,4 @@
-"""What a person sees while training: a rich live bar on a terminal, plain lines elsewhere."""
+"""What a person sees: the console and reporter of a command, training's progress, headline tables."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import time
 from typing import TYPE_CHECKING, Iterable, Optional
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from cifarcli import escape
+from cifarcli.commands.console_reporter import ConsoleReporter, format_seconds
 from cifarcli.engine.callbacks import TrainCallbacks
+from cifarcli.reporting import Task
 
 if TYPE_CHECKING:
     from cifarcli.engine.loop import StepLoss, TrainState
@@ -28,69 +30,60 @@ def make_console(quiet: bool = False, stderr: bool = True) -> Console:
     return Console(stderr=stderr, quiet=quiet, highlight=False, markup=False, soft_wrap=True)  # paths stay whole
 
 
+def make_reporter(quiet: bool = False) -> ConsoleReporter:
+    """The reporter a command hands down: progress and messages on stderr, only warnings when `quiet`."""
+    return ConsoleReporter(make_console(quiet))
+
+
 def print_written(paths: Iterable[object]) -> None:
     """One `wrote PATH` line on stdout per file written."""
     for path in paths:
         typer.echo(f"wrote {escape.terminal(path)}")
 
 
-def format_seconds(seconds: float) -> str:
-    if not math.isfinite(seconds) or seconds < 0:
-        return "-"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
-
-
 class TrainingDisplay(TrainCallbacks):
-    """Per-epoch progress (loss, accuracy, LR, images/s, time left) and one line per finished epoch."""
+    """Per-epoch progress (loss, LR, images/s, elapsed, left) as the reporter shows it, and one line per finished epoch.
 
-    def __init__(self, console: Console, batch_size: int) -> None:
-        self.console = console
+    On a terminal that is a live bar; piped to a log, a heartbeat line every ~30 s (the
+    reporter's `every_s`); with --quiet, nothing.
+    """
+
+    def __init__(self, reporter: ConsoleReporter, batch_size: int) -> None:
+        self.reporter = reporter
         self.batch_size = batch_size
-        self.live = console.is_terminal and not console.quiet
-        self.progress: Optional[Progress] = None
-        self.task: Optional[int] = None
+        self.task: Optional[Task] = None
         self.epochs = 0
         self.first_epoch = 0
         self.started = time.perf_counter()
         self.epoch_started = self.started
         self.loss_ema = math.nan
         self.state: Optional[TrainState] = None
-        self.epoch_base_step = 0  # global step before the epoch's first batch
         self.first_reported_step = 0  # global step when this process started the epoch
+        self.last_reported_step = 0
 
     def on_train_start(self, state: TrainState, epochs: int, steps_per_epoch: int) -> None:
         self.epochs, self.first_epoch, self.state = epochs, state.epoch, state
         self.started = time.perf_counter()
-        if self.live:
-            self.progress = Progress(
-                TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[speed]} img/s"),
-                TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True,
-            )  # fmt: skip
-            self.progress.start()
 
     def on_epoch_start(self, epoch: int, steps: int) -> None:
+        self._close_task()
         self.epoch_started = time.perf_counter()
+        done = 0
         if self.state is not None:  # a resumed epoch starts part-way through
-            self.first_reported_step = self.state.global_step
-            self.epoch_base_step = self.state.global_step - self.state.batch_in_epoch
+            self.first_reported_step = self.last_reported_step = self.state.global_step
+            done = self.state.batch_in_epoch
         self.loss_ema = math.nan
-        if self.progress is not None:
-            if self.task is not None:
-                self.progress.remove_task(self.task)
-            label = f"{epoch + 1}/{self.epochs}"
-            self.task = self.progress.add_task("train", total=steps, epoch=label, loss="-", lr="-", speed="-")
+        self.task = self.reporter.task(f"epoch {epoch + 1}/{self.epochs}", total=steps, done=done)
 
     def on_step(self, step: int, lr: float) -> None:
         """Called every train.progress_every_steps steps, with the global step just finished."""
-        if self.progress is not None and self.task is not None:
-            elapsed = time.perf_counter() - self.epoch_started
-            speed = (step - self.first_reported_step) * self.batch_size / elapsed if elapsed > 0 else 0.0
-            loss = "-" if math.isnan(self.loss_ema) else f"{self.loss_ema:.4f}"
-            self.progress.update(self.task, completed=step - self.epoch_base_step, loss=loss, lr=f"{lr:.3g}",
-                                 speed=f"{speed:,.0f}")  # fmt: skip
+        if self.task is None:
+            return
+        elapsed = time.perf_counter() - self.epoch_started
+        speed = (step - self.first_reported_step) * self.batch_size / elapsed if elapsed > 0 else 0.0
+        loss = "-" if math.isnan(self.loss_ema) else f"{self.loss_ema:.4f}"
+        self.task.advance(step - self.last_reported_step, loss=loss, lr=f"{lr:.3g}", speed=f"{speed:,.0f} img/s")
+        self.last_reported_step = step
 
     def on_losses(self, losses: list[StepLoss]) -> None:
         """The losses read back at a sync (train.sync_every_steps): a smoothed loss for the bar."""
@@ -98,6 +91,7 @@ class TrainingDisplay(TrainCallbacks):
             self.loss_ema = record.loss if math.isnan(self.loss_ema) else 0.9 * self.loss_ema + 0.1 * record.loss
 
     def on_epoch_end(self, row: dict[str, float], is_best: bool) -> None:
+        self._close_task()  # the bar goes before the epoch's line is printed
         done = int(row["epoch"])
         elapsed = time.perf_counter() - self.started
         left = elapsed / max(done - self.first_epoch, 1) * (self.epochs - done)
@@ -109,18 +103,27 @@ class TrainingDisplay(TrainCallbacks):
             + f"  left {format_seconds(left)}"
             + ("  *best" if is_best else "")
         )
-        self.console.print(line, soft_wrap=True)
+        self.reporter.message(line)
         sys.stderr.flush()
 
     def on_train_end(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+        self._close_task()
+
+    def _close_task(self) -> None:
+        if self.task is not None:
+            self.task.close()
+            self.task = None
+
+
+def titled_table(title: str, **options: object) -> Table:
+    """A rich Table whose title never wraps: the table is at least as wide as its title."""
+    shown = escape.terminal(title)
+    return Table(title=shown, title_justify="left", min_width=cell_len(shown), **options)  # type: ignore[arg-type]
 
 
 def metrics_table(title: str, rows: list[tuple[str, str]]) -> Table:
     """A two-column table of headline figures."""
-    table = Table(title=escape.terminal(title), show_header=False, title_justify="left")
+    table = titled_table(title, show_header=False)
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
     for name, value in rows:

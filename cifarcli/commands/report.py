@@ -29,6 +29,7 @@ def report(
     Example: cifar report runs/20261121-093000-resnet9-cifar10
     """
     from cifarcli.commands import compose
+    from cifarcli.commands.console_reporter import ConsoleReporter
     from cifarcli.commands.progress import make_console, print_written
     from cifarcli.commands.report_inputs import read_run_records
     from cifarcli.commands.report_pages import write_report
@@ -48,7 +49,7 @@ def report(
             console.print(f"scoring {escape.terminal(checkpoint_path)} on the {cfg.eval.split} split first: {reason}")
             arrays, labels, written = _score(cfg, checkpoint_path, checkpoint, quiet)
         else:
-            arrays = load_dataset(cfg.data, progress=not quiet)
+            arrays = load_dataset(cfg.data, reporter=ConsoleReporter(console))
             labels = compose.select_labels(arrays, cfg.data.label_mode)
             compose.check_checkpoint_classes(checkpoint, labels, checkpoint_path)
         paths = write_report(cfg, run_dir, checkpoint_path, checkpoint, arrays, labels, run_records)
@@ -62,9 +63,10 @@ def _score(
     """Score the checkpoint exactly as `cifar evaluate` does and write its files into the run folder."""
     from cifarcli.commands import compose
     from cifarcli.commands.evaluation import build_eval_data, evaluate_split, write_evaluation
+    from cifarcli.commands.progress import make_reporter
 
     device = compose.device_for(cfg)
-    data = build_eval_data(cfg, device, progress=not quiet)
+    data = build_eval_data(cfg, device, reporter=make_reporter(quiet))
     compose.check_checkpoint_classes(checkpoint, data.labels, checkpoint_path)
     run = compose.load_trained_model(checkpoint_path, cfg, device, checkpoint=checkpoint)
     summary, matrix, rows = evaluate_split(run, data, cfg.eval)

@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 from rich.table import Table
 
 from cifarcli import escape
+from cifarcli.commands.progress import titled_table
 from cifarcli.config import MAX_SEED
 from cifarcli.errors import UsageError
 
@@ -55,7 +56,7 @@ def describe(values: Sequence[float]) -> dict[str, float]:
 
 def seeds_table(runs: Sequence[SeedRun], with_target: bool) -> Table:
     """Each seed's headline figures, then their mean, standard deviation, min and max."""
-    table = Table(title=f"{len(runs)} seeds", title_justify="left")
+    table = titled_table(f"{len(runs)} seeds")
     table.add_column("seed", justify="right")
     for label, _, _ in SUMMARISED:
         table.add_column(label, justify="right")

@@ -17,7 +17,8 @@ from typing import Any, Optional
 from rich.console import Console
 
 from cifarcli import fileio, runs
-from cifarcli.commands.progress import TrainingDisplay, format_seconds
+from cifarcli.commands.console_reporter import ConsoleReporter, format_seconds
+from cifarcli.commands.progress import TrainingDisplay
 from cifarcli.commands.sweep_pages import write_sweep_outputs
 from cifarcli.commands.training import run_training
 from cifarcli.config import ExperimentConfig, config_with, validate_saved_config
@@ -49,7 +50,7 @@ def start_sweep(
     """A new sweep (default: its own SQLite study in a new folder), or, with a shared `storage_url`, the
     sweep of that name there: created by the first process started with this command, joined by the rest."""
     shared = sweep_study.open_storage(storage_url) if storage_url is not None else None  # a bad URL fails first
-    load_dataset(base.data, progress=not console.quiet)  # download once, before the first trial
+    load_dataset(base.data, reporter=ConsoleReporter(console))  # download once, before the first trial
     base_tree = base.model_dump(mode="json")
 
     def new_folder() -> Path:
@@ -80,7 +81,7 @@ def resume_sweep(folder: Path, storage_url: Optional[str], console: Console, ver
     except ConfigError as exc:
         raise UsageError(f"{folder / SWEEP_FILE}: its base config no longer validates ({exc.message})") from exc
     store = sweep_study.open_storage(storage_url or sweep_study.default_storage_url(folder))
-    load_dataset(base.data, progress=not console.quiet)
+    load_dataset(base.data, reporter=ConsoleReporter(console))
     with sweep_study.quiet_optuna():
         sweep = sweep_study.reopen(store, saved["study_name"], folder)
         return _work(sweep, base, storage_url, console, verbose)
@@ -162,11 +163,11 @@ def run_trial(
 ) -> sweep_trials.TrialResult:
     """Train one trial into its folder (continuing from its checkpoint if `task.resume`) and score it."""
     cfg = trial_config(base, task)
-    display = TrainingDisplay(console, cfg.data.batch_size) if verbose else TrainCallbacks()
+    display = TrainingDisplay(ConsoleReporter(console), cfg.data.batch_size) if verbose else TrainCallbacks()
     try:
         saved = load_checkpoint(runs.checkpoint_path(task.folder, runs.LAST_CHECKPOINT), for_resume=True) if task.resume else None
         outcome = run_training(cfg, lambda: task.folder, CallbackList([display, _ReportEpochs(reporter)]),
-                               resume_from=saved, progress=False)  # fmt: skip
+                               resume_from=saved)  # fmt: skip
     finally:
         display.on_train_end()  # a pruned trial leaves fit before its own on_train_end
     return sweep_trials.TrialResult(float(outcome.test_summary["top1"]))

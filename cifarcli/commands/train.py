@@ -71,6 +71,7 @@ def _train_and_print(
     # Imported once the config is known: --print-config and config errors answer without torch.
     from cifarcli.commands import compose
     from cifarcli.commands.evaluation import print_summary
+    from cifarcli.commands.console_reporter import ConsoleReporter
     from cifarcli.commands.progress import TrainingDisplay, make_console, print_written
     from cifarcli.commands.training import run_training
     from cifarcli.models import render_summary
@@ -87,9 +88,9 @@ def _train_and_print(
             console.print(render_summary(compose.summary_at_start(cfg, state)))
 
     new_run_dir = (lambda: resume) if resume is not None else (lambda: runs.create_run_dir(cfg.run.root, cfg.run.name))
-    display = TrainingDisplay(console, cfg.data.batch_size)
-    outcome = run_training(cfg, new_run_dir, display, resume_from=saved,
-                           progress=not quiet, on_start=announce, lock_run_dir=resume is None)  # fmt: skip
+    reporter = ConsoleReporter(console)
+    outcome = run_training(cfg, new_run_dir, TrainingDisplay(reporter, cfg.data.batch_size), resume_from=saved,
+                           reporter=reporter, on_start=announce, lock_run_dir=resume is None)  # fmt: skip
     run_dir = outcome.run_dir
     print_summary(make_console(stderr=False), outcome.test_summary, f"test set, best checkpoint ({outcome.fit.best_checkpoint.name})")
     if outcome.target is not None:

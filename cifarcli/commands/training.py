@@ -20,6 +20,7 @@ from cifarcli.engine.tensorboard import TensorBoardLogger
 from cifarcli.engine.callbacks import CallbackList, TrainCallbacks
 from cifarcli.engine.trainer import FitResult, FitSettings, fit, restore_train_state
 from cifarcli.errors import CheckpointError
+from cifarcli.reporting import SILENT, Reporter
 from cifarcli.plots.confusion import plot_confusion_matrix
 
 
@@ -90,7 +91,7 @@ def record_target(cfg: ExperimentConfig, run_dir: Path, history: list[dict[str, 
 
 def run_training(
     cfg: ExperimentConfig, new_run_dir: Callable[[], Path], display: TrainCallbacks,
-    resume_from: Optional[dict[str, Any]] = None, progress: bool = True,
+    resume_from: Optional[dict[str, Any]] = None, reporter: Reporter = SILENT,
     on_start: Optional[Callable[[Path, TrainState], None]] = None, lock_run_dir: bool = True,
 ) -> TrainingOutcome:  # fmt: skip
     """Turn a resolved config into a finished run folder; `cifar train` and each sweep trial call this.
@@ -103,7 +104,7 @@ def run_training(
     caller holds the lock already). `on_start(run_dir, state)` is called just before training.
     """
     device = compose.device_for(cfg)
-    data = compose.build_data(cfg, device, progress=progress)
+    data = compose.build_data(cfg, device, reporter=reporter)
     model = compose.prepare_model(cfg, data.labels.num_classes, device, data)
     state = compose.build_train_state(cfg, model, compose.steps_per_epoch(cfg, data), device)
     with contextlib.ExitStack() as held:

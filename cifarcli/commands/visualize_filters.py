@@ -49,7 +49,7 @@ def visualize_filters(
     Example: cifar visualize-filters runs/20261121-093000-resnet9-cifar10 --layer layer2.conv
     """
     from cifarcli.commands import compose
-    from cifarcli.commands.progress import make_console, print_written
+    from cifarcli.commands.progress import make_console, make_reporter, print_written
     from cifarcli.data.prepare import load_dataset
     from cifarcli.models import conv_layer_names, first_conv, last_conv_layer_name
     from cifarcli.plots.filters import plot_feature_maps, plot_filters, plot_gradcam
@@ -66,7 +66,7 @@ def visualize_filters(
     layer_name = layer or cfg.visualize.layer or last_conv_layer_name(model)
     chosen = _layer_named(model, layer_name, target)
 
-    arrays = load_dataset(cfg.data, progress=not quiet)
+    arrays = load_dataset(cfg.data, reporter=make_reporter(quiet))
     labels = compose.select_labels(arrays, cfg.data.label_mode)
     compose.check_checkpoint_classes(checkpoint, labels, path)
     indices = pick_test_images(len(labels.test), cfg.visualize)

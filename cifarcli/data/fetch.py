@@ -8,29 +8,26 @@ from __future__ import annotations
 
 import http.client
 import os
-import sys
+import socket
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TextIO
-
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from typing import BinaryIO
 
 from cifarcli import escape
 from cifarcli.errors import DataError, UsageError
 from cifarcli.fileio import file_digest, fsync_dir, make_folder, writing
+from cifarcli.reporting import SILENT, Reporter
 
 CHUNK_BYTES = 1 << 16
 USER_AGENT = "cifarcli (+https://www.cs.toronto.edu/~kriz/cifar.html)"
-PLAIN_REPORT_EVERY_S = 5.0      # plain progress: a line at least this often ...
-PLAIN_REPORT_EVERY_PERCENT = 10  # ... and at every such step of the total
 REMOTE_SCHEMES = ("http", "https", "ftp")
 RETRYABLE_HTTP_CODES = (408, 425, 429)  # plus every 5xx
 DATA_ROOT_REMEDY = "set data.root to another folder"
+SOURCE_HINT = "check the network connection, or download the archive another way and pass --source PATH"
 URL_HINT = "give a full address such as https://example.org/cifar-10-python.tar.gz, or a path to the archive"
 
 
@@ -45,81 +42,6 @@ class FetchResult:
     downloaded: bool  # True for http(s)/ftp, False for a local copy
 
 
-class TransferProgress:
-    """Progress of one transfer on stderr: a rich bar on a terminal, plain lines otherwise."""
-
-    def __init__(self, label: str, *, enabled: bool = True, stream: TextIO | None = None) -> None:
-        self.label = escape.terminal(label)  # from the URL or path the user gave
-        self.enabled = enabled
-        self.stream = stream if stream is not None else sys.stderr
-        self.total_bytes: int | None = None
-        self.done_bytes = 0
-        self._bar: Progress | None = None
-        self._task: int | None = None
-        self._started_at = self._last_line_at = time.monotonic()
-        self._start_bytes = 0
-        self._next_percent = PLAIN_REPORT_EVERY_PERCENT
-
-    def start(self, total_bytes: int | None, done_bytes: int = 0) -> None:
-        """Begin showing a transfer of `total_bytes` (None if unknown), `done_bytes` already present."""
-        self.total_bytes, self.done_bytes, self._start_bytes = total_bytes, done_bytes, done_bytes
-        self._started_at = self._last_line_at = time.monotonic()
-        if not self.enabled:
-            return
-        if self.stream.isatty():
-            self._bar = Progress(
-                TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                TimeRemainingColumn(), console=Console(file=self.stream, markup=False),
-            )
-            self._bar.start()
-            self._task = self._bar.add_task(self.label, total=total_bytes, completed=done_bytes)
-        else:
-            if total_bytes:
-                self._next_percent = (done_bytes * 100 // total_bytes // PLAIN_REPORT_EVERY_PERCENT + 1) * PLAIN_REPORT_EVERY_PERCENT
-            resumed = f", resuming at {done_bytes / 1e6:.1f} MB" if done_bytes else ""
-            size = f"{total_bytes / 1e6:.1f} MB" if total_bytes else "size unknown"
-            self._print(f"{self.label}: {size}{resumed}")
-
-    def advance(self, n_bytes: int) -> None:
-        self.done_bytes += n_bytes
-        if not self.enabled:
-            return
-        if self._bar is not None and self._task is not None:
-            self._bar.update(self._task, completed=self.done_bytes)
-            return
-        now = time.monotonic()
-        percent = self.done_bytes * 100 / self.total_bytes if self.total_bytes else None
-        if (percent is not None and percent >= self._next_percent) or now - self._last_line_at >= PLAIN_REPORT_EVERY_S:
-            self._print(self._plain_line(now, percent))
-            self._last_line_at = now
-            if percent is not None:
-                self._next_percent = (int(percent) // PLAIN_REPORT_EVERY_PERCENT + 1) * PLAIN_REPORT_EVERY_PERCENT
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
-
-    def _plain_line(self, now: float, percent: float | None) -> str:
-        elapsed_s = max(now - self._started_at, 1e-6)
-        speed_bytes_per_s = (self.done_bytes - self._start_bytes) / elapsed_s
-        line = f"{self.label}: {self.done_bytes / 1e6:.1f} MB"
-        if percent is not None and self.total_bytes:
-            line = f"{self.label}: {percent:3.0f}% ({self.done_bytes / 1e6:.1f} of {self.total_bytes / 1e6:.1f} MB"
-            left_s = (self.total_bytes - self.done_bytes) / speed_bytes_per_s if speed_bytes_per_s > 0 else float("inf")
-            return line + f", {speed_bytes_per_s / 1e6:.1f} MB/s, {left_s:.0f} s left)"
-        return line + f" ({speed_bytes_per_s / 1e6:.1f} MB/s)"
-
-    def _print(self, line: str) -> None:
-        print(line, file=self.stream, flush=True)
-
-    def __enter__(self) -> "TransferProgress":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
 class _RetryableError(Exception):
     """One attempt failed in a way another attempt may fix."""
 
@@ -132,27 +54,54 @@ def fetch_archive(
     timeout_s: float,
     retries: int,
     backoff_base_s: float = 1.0,
-    progress: bool = True,
+    reporter: Reporter = SILENT,
     md5_origin: str = "",
 ) -> FetchResult:
     """Copy or download `source` to `destination`, verifying `expected_md5` (None: no check).
 
     `md5_origin` says where the expected md5 comes from, for the mismatch message.
     Remote sources are retried `retries` times, waiting backoff_base_s * 2**attempt between
-    attempts, and resume a partial `.part` file with an HTTP Range request.
+    attempts, and resume a partial `.part` file with an HTTP Range request; a host name that
+    does not resolve fails at once. A failure leaves no empty `.part` file and no folder it
+    created behind (a `.part` holding bytes stays, for the next attempt to resume).
     """
     destination = Path(destination)
     local = local_source_path(source)
     if local is not None:
         _require_local_file(local)  # before creating anything: a typo in --source leaves no folder behind
+    created = _missing_folders(destination.parent)
     make_folder(destination.parent, remedy=DATA_ROOT_REMEDY)
     part = partial_path(destination)
-    if local is None:
-        _download(source, part, timeout_s, retries, backoff_base_s, progress)
-    else:
-        _copy_local(local, part, progress)
-    md5 = _verify_and_publish(part, destination, expected_md5, normalize_source(source), md5_origin)
+    try:
+        if local is None:
+            _download(source, part, timeout_s, retries, backoff_base_s, reporter)
+        else:
+            _copy_local(local, part, reporter)
+        md5 = _verify_and_publish(part, destination, expected_md5, normalize_source(source), md5_origin)
+    except BaseException:
+        _remove_leftovers(part, created)
+        raise
     return FetchResult(destination, md5, destination.stat().st_size, normalize_source(source), local is None)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, deepest first."""
+    missing: list[Path] = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_leftovers(part: Path, created: list[Path]) -> None:
+    """After a failed fetch: an empty `.part`, then the folders this fetch created, if they are empty."""
+    try:
+        if part.is_file() and part.stat().st_size == 0:
+            part.unlink()
+        for folder in created:
+            folder.rmdir()  # only succeeds when empty
+    except OSError:
+        pass  # something else is there now: leave it
 
 
 def partial_path(destination: Path) -> Path:
@@ -215,48 +164,54 @@ def _require_local_file(path: Path) -> None:
         )
 
 
-def _copy_local(path: Path, part: Path, progress: bool) -> None:
+def _copy_local(path: Path, part: Path, reporter: Reporter) -> None:
     try:
-        with open(path, "rb") as source, _open_part(part, "wb") as out, TransferProgress(
-            f"copying {path.name}", enabled=progress
-        ) as bar:
-            bar.start(path.stat().st_size)
-            while chunk := source.read(CHUNK_BYTES):
+        with open(path, "rb") as source, _open_part(part, "wb") as out:
+            reporter.message(f"copying {path.name} ({path.stat().st_size / 1e6:.1f} MB) from {path.parent}")
+            while chunk := source.read(CHUNK_BYTES):  # a local copy takes seconds: one line, no bar
                 _write_chunk(out, chunk, part)
-                bar.advance(len(chunk))
             _sync(out, part)
     except OSError as exc:
         raise DataError(f"cannot read source archive {path}: {exc.strerror or exc}") from exc
 
 
-def _download(url: str, part: Path, timeout_s: float, retries: int, backoff_base_s: float, progress: bool) -> None:
+def _download(url: str, part: Path, timeout_s: float, retries: int, backoff_base_s: float, reporter: Reporter) -> None:
     attempts = retries + 1
     for attempt in range(attempts):
         try:
-            _download_once(url, part, timeout_s, progress)
+            _download_once(url, part, timeout_s, reporter)
             return
-        except urllib.error.HTTPError as exc:
-            if exc.code < 500 and exc.code not in RETRYABLE_HTTP_CODES:
-                raise DataError(
-                    f"{url}: the server answered HTTP {exc.code} {exc.reason}",
-                    hint="check the address, or fetch the archive another way and pass --source PATH",
-                ) from exc
-            reason = f"HTTP {exc.code} {exc.reason}"
-        except (_RetryableError, urllib.error.URLError, http.client.HTTPException, OSError) as exc:
+        except urllib.error.URLError as exc:
+            if isinstance(exc.reason, socket.gaierror):  # no retry fixes a name the resolver does not know
+                host = urllib.parse.urlsplit(url).hostname
+                raise DataError(f"could not download {url}: the host name {host} could not be resolved ({exc.reason})",
+                                hint="check the host name in the address and the network connection, "
+                                "or download the archive another way and pass --source PATH") from exc  # fmt: skip
+            if isinstance(exc, urllib.error.HTTPError):
+                reason = _http_failure(url, exc)
+            else:
+                reason = _describe_failure(exc)
+        except (_RetryableError, http.client.HTTPException, OSError) as exc:
             reason = _describe_failure(exc)
         if attempt + 1 < attempts:
             delay_s = retry_delay_s(attempt, backoff_base_s)
-            if progress:
-                print(escape.terminal(f"download of {url} failed ({reason}); retrying in {delay_s:.1f} s "
-                                      f"(attempt {attempt + 2} of {attempts})"), file=sys.stderr, flush=True)
+            reporter.message(f"download of {url} failed ({reason}); retrying in {delay_s:.1f} s "
+                             f"(attempt {attempt + 2} of {attempts})")  # fmt: skip
             time.sleep(delay_s)
-    raise DataError(
-        f"could not download {url} after {attempts} attempt(s): {reason}",
-        hint="check the network connection, or download the archive another way and pass --source PATH",
-    )
+    raise DataError(f"could not download {url} after {attempts} attempt(s): {reason}", hint=SOURCE_HINT)
 
 
-def _download_once(url: str, part: Path, timeout_s: float, progress: bool) -> None:
+def _http_failure(url: str, exc: urllib.error.HTTPError) -> str:
+    """The reason to retry after an HTTP error answer; a DataError for one no retry can fix (404, 403, ...)."""
+    if exc.code < 500 and exc.code not in RETRYABLE_HTTP_CODES:
+        raise DataError(
+            f"{url}: the server answered HTTP {exc.code} {exc.reason}",
+            hint="check the address, or fetch the archive another way and pass --source PATH",
+        ) from exc
+    return f"HTTP {exc.code} {exc.reason}"
+
+
+def _download_once(url: str, part: Path, timeout_s: float, reporter: Reporter) -> None:
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": USER_AGENT}
     if offset:
@@ -272,10 +227,9 @@ def _download_once(url: str, part: Path, timeout_s: float, progress: bool) -> No
         start = _resume_start(response, offset, part)
         length = response.headers.get("Content-Length")
         total = start + int(length) if length is not None and length.isdigit() else None
-        with _open_part(part, "ab" if start else "wb") as out, TransferProgress(
-            f"downloading {url.rsplit('/', 1)[-1]}", enabled=progress
+        with _open_part(part, "ab" if start else "wb") as out, reporter.task(
+            f"downloading {url.rsplit('/', 1)[-1]}", total, done=start, unit="bytes"
         ) as bar:
-            bar.start(total, start)
             while chunk := response.read(CHUNK_BYTES):
                 _write_chunk(out, chunk, part)
                 bar.advance(len(chunk))

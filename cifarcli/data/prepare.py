@@ -7,14 +7,12 @@ kind of cache.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cifarcli import escape
 from cifarcli.config import CIFAR_IMAGE_SIZE, CUSTOM_DATASET_NAMES, DataConfig
 from cifarcli.data import custom
 from cifarcli.data.archive import SafeTarReader
@@ -26,6 +24,7 @@ from cifarcli.data.sources import DatasetSource, get_source
 from cifarcli.data.stats import dataset_stats
 from cifarcli.errors import DataError
 from cifarcli.fileio import exclusive_lock, lock_file_for
+from cifarcli.reporting import SILENT, Reporter
 
 DOWNLOAD_BACKOFF_BASE_S = 1.0  # first wait between download attempts; doubles each time
 
@@ -57,34 +56,34 @@ class PrepareResult:
     ignored: tuple[SkippedFile, ...] = ()       # your own data: entries that are not images
 
 
-def prepare_dataset(cfg: DataConfig, *, force: bool = False, progress: bool = True) -> PrepareResult:
+def prepare_dataset(cfg: DataConfig, *, force: bool = False, reporter: Reporter = SILENT) -> PrepareResult:
     """Ensure a verified cache of `cfg.dataset` under `cfg.root`, downloading and converting as needed.
 
     An existing cache whose every file matches its manifest's sha256 is kept, unless `force`
     or the config asks for another source or md5 than it was built from; a cache that fails
     its check is rebuilt, never trusted. `force` also fetches the archive again. Processes
     preparing the same data set under one root take turns (a lock file in the temp folder).
+    `reporter` hears what is done and the download's progress.
     """
     custom_data = cfg.dataset in CUSTOM_DATASET_NAMES
     name = custom.custom_cache_folder(cfg).name if custom_data else cfg.dataset
     with exclusive_lock(lock_file_for(Path(cfg.root), name)):  # outside the root: failing early leaves it untouched
         if custom_data:
-            return _prepare_custom(cfg, force=force, progress=progress)
-        return _prepare(cfg, force=force, progress=progress)
+            return _prepare_custom(cfg, force=force, reporter=reporter)
+        return _prepare(cfg, force=force, reporter=reporter)
 
 
-def _prepare_custom(cfg: DataConfig, *, force: bool, progress: bool) -> PrepareResult:
+def _prepare_custom(cfg: DataConfig, *, force: bool, reporter: Reporter) -> PrepareResult:
     """Convert data.path into its cache unless a current one is there (or `force`)."""
-    say = _sayer(progress)
-    arrays = None if force else custom.current_cache(cfg, say)
+    arrays = None if force else custom.current_cache(cfg, reporter.message)
     action = ALREADY_PRESENT if arrays is not None else CONVERTED_OWN
     if arrays is None:
-        arrays = custom.convert(cfg, say, warn=_sayer(True))  # skipped files are said even when quiet
+        arrays = custom.convert(cfg, reporter.message, warn=reporter.warning)  # skipped files are said even when quiet
     folder = custom.custom_cache_folder(cfg)
     return _result(cfg.dataset, action, folder, Path(str(cfg.path)), read_manifest(folder), arrays)
 
 
-def _prepare(cfg: DataConfig, *, force: bool, progress: bool) -> PrepareResult:
+def _prepare(cfg: DataConfig, *, force: bool, reporter: Reporter) -> PrepareResult:
     source = get_source(cfg.dataset)
     folder = cache_folder(cfg.root, cfg.dataset)
     broken = False
@@ -98,9 +97,9 @@ def _prepare(cfg: DataConfig, *, force: bool, progress: bool) -> PrepareResult:
         except CacheError as exc:
             broken = folder.is_dir() and any(folder.iterdir())
             if broken:
-                _say(progress, f"the cache at {folder} failed its check ({exc.message}); rebuilding it")
-    archive_path, archive_md5, origin, how = _obtain_archive(cfg, source, force=force, progress=progress)
-    _say(progress, f"converting {archive_path} into {folder}")
+                reporter.warning(f"the cache at {folder} failed its check ({exc.message}); rebuilding it")
+    archive_path, archive_md5, origin, how = _obtain_archive(cfg, source, force=force, reporter=reporter)
+    reporter.message(f"converting {archive_path} into {folder}")
     try:
         arrays = read_cifar_archive(archive_path, source)
     except DataError:
@@ -112,15 +111,15 @@ def _prepare(cfg: DataConfig, *, force: bool, progress: bool) -> PrepareResult:
     return _result(cfg.dataset, REBUILT if broken else how, folder, archive_path, read_manifest(folder), arrays)
 
 
-def load_dataset(cfg: DataConfig, *, progress: bool = True) -> CifarArrays:
+def load_dataset(cfg: DataConfig, *, reporter: Reporter = SILENT) -> CifarArrays:
     """The memory-mapped arrays of `cfg.dataset`, preparing the cache first if it is missing or fails its check.
 
     The check includes every file's sha256: a flipped byte in a pixel keeps the file's size,
     and training must never run on silently damaged images (hashing costs ~0.2 s for CIFAR).
     """
     if cfg.dataset in CUSTOM_DATASET_NAMES:
-        arrays = custom.current_cache(cfg, _sayer(progress))
-        return arrays if arrays is not None else _reread(prepare_dataset(cfg, progress=progress))
+        arrays = custom.current_cache(cfg, reporter.message)
+        return arrays if arrays is not None else _reread(prepare_dataset(cfg, reporter=reporter))
     folder = cache_folder(cfg.root, cfg.dataset)
     try:
         arrays = read_cache(folder, cfg.dataset, verify_checksums=True)
@@ -128,7 +127,7 @@ def load_dataset(cfg: DataConfig, *, progress: bool = True) -> CifarArrays:
             return arrays
     except CacheError:
         pass
-    return _reread(prepare_dataset(cfg, progress=progress))
+    return _reread(prepare_dataset(cfg, reporter=reporter))
 
 
 def _reread(result: PrepareResult) -> CifarArrays:
@@ -142,7 +141,7 @@ def _cache_matches_request(manifest: dict[str, Any], cfg: DataConfig) -> bool:
     return cfg.source is None or manifest.get("source") == normalize_source(cfg.source)
 
 
-def _obtain_archive(cfg: DataConfig, source: DatasetSource, *, force: bool, progress: bool) -> tuple[Path, str, str, str]:
+def _obtain_archive(cfg: DataConfig, source: DatasetSource, *, force: bool, reporter: Reporter) -> tuple[Path, str, str, str]:
     """(archive path, its md5, where it came from, action) for a verified archive in the data root."""
     archive_path = Path(cfg.root) / source.archive_name
     expected_md5 = (cfg.md5 or source.md5).lower() if cfg.verify else None
@@ -155,7 +154,7 @@ def _obtain_archive(cfg: DataConfig, source: DatasetSource, *, force: bool, prog
             return archive_path, on_disk_md5, str(archive_path.resolve()), CONVERTED
     fetched = fetch_archive(
         wanted, archive_path, expected_md5=expected_md5, timeout_s=cfg.download_timeout_s,
-        retries=cfg.download_retries, backoff_base_s=DOWNLOAD_BACKOFF_BASE_S, progress=progress,
+        retries=cfg.download_retries, backoff_base_s=DOWNLOAD_BACKOFF_BASE_S, reporter=reporter,
         md5_origin="your --md5 / data.md5" if cfg.md5 else f"the official md5 of {source.archive_name}",
     )
     return fetched.path, fetched.md5, fetched.source, DOWNLOADED if fetched.downloaded else COPIED
@@ -250,12 +249,3 @@ def _result(dataset: str, action: str, folder: Path, archive: Path, manifest: di
         image_size=arrays.image_size,
         skipped=custom.skipped_entries(manifest, "skipped"), ignored=custom.skipped_entries(manifest, "ignored"),
     )
-
-
-def _say(enabled: bool, line: str) -> None:
-    if enabled:
-        print(escape.terminal(line), file=sys.stderr, flush=True)
-
-
-def _sayer(enabled: bool) -> custom.Say:
-    return lambda line: _say(enabled, line)

@@ -160,6 +160,11 @@ class StopRequest:
     def __call__(self) -> bool:
         return self.signal_name is not None
 
+    @property
+    def label(self) -> str:
+        """How the user stopped the run: `Ctrl-C` for SIGINT, else the signal's name."""
+        return "Ctrl-C" if self.signal_name == "SIGINT" else str(self.signal_name)
+
 
 def fit(
     state: TrainState,
@@ -200,7 +205,7 @@ def fit(
                 save_checkpoint(last, checkpoint_state(state, checkpoint_extra))
                 callbacks.on_train_end()
                 raise Interrupted(
-                    f"stopped by {stop.signal_name} at epoch {epoch + 1}, step {stats.batches_done} of {steps_per_epoch}; "
+                    f"stopped by {stop.label} at epoch {epoch + 1}, step {stats.batches_done} of {steps_per_epoch}; "
                     f"state saved to {last}",
                     hint=f"continue with: cifar train --resume {files.run_dir}",
                 )

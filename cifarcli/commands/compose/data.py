@@ -15,6 +15,7 @@ from cifarcli.data.cache import CifarArrays
 from cifarcli.data.loader import DeviceLoader
 from cifarcli.data.prepare import load_dataset
 from cifarcli.data.split import stratified_split
+from cifarcli.reporting import SILENT, Reporter
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,9 @@ def eval_loader(
                         mean=arrays.mean, std=arrays.std, device=device, channels_last=use_channels_last(cfg))  # fmt: skip
 
 
-def build_data(cfg: ExperimentConfig, device: torch.device, progress: bool = True) -> DataBundle:
+def build_data(cfg: ExperimentConfig, device: torch.device, reporter: Reporter = SILENT) -> DataBundle:
     """Load (downloading if needed) the data set and build the train, validation and test loaders."""
-    arrays = load_dataset(cfg.data, progress=progress)
+    arrays = load_dataset(cfg.data, reporter=reporter)
     labels = select_labels(arrays, cfg.data.label_mode)
     train_idx, val_idx = stratified_split(labels.train, cfg.data.val_fraction, cfg.data.split_seed)
     images = np.asarray(arrays.train_images)
