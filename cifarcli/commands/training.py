@@ -64,7 +64,7 @@ def train_and_score(
         with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
             summary, matrix, rows = evaluate_split(best, eval_data_of(data, "test"), cfg.eval)
         written = write_evaluation(run_dir, summary, matrix, rows, data.labels.class_names)
-        figure = plot_confusion_matrix(matrix, data.labels.class_names, run_dir / "confusion_matrix.png",
+        figure = plot_confusion_matrix(matrix, data.labels.class_names, written[0].parent / "confusion_matrix.png",
                                        f"Confusion matrix: {scored_label(summary)}")  # fmt: skip
         written.append(figure)
         if logger is not None:
