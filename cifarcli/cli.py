@@ -98,7 +98,7 @@ def register(name: str, command: Callable[..., Any]) -> None:
 
 def _register_all() -> None:
     # Each module owns one subcommand and imports only typer at its top (see the module docstring).
-    from cifarcli.commands import compare, download, evaluate, landscape, lr_find, prepare, report, sweep, train, visualize_filters
+    from cifarcli.commands import compare, download, evaluate, landscape, lr_find, prepare, report, runs_list, sweep, train, visualize_filters
 
     register("download", download.download)
     register("prepare", prepare.prepare)
@@ -106,6 +106,7 @@ def _register_all() -> None:
     register("evaluate", evaluate.evaluate)
     register("lr-find", lr_find.lr_find)
     register("report", report.report)
+    register("runs", runs_list.runs_list)
     register("visualize-filters", visualize_filters.visualize_filters)
     register("sweep", sweep.sweep)
     register("compare", compare.compare)

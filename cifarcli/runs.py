@@ -17,12 +17,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import ContextManager
+from typing import ContextManager, Iterator
 
-from cifarcli.errors import RunError, UsageError
+from cifarcli import fileio
+from cifarcli.errors import CifarError, Interrupted, RunError, UsageError
 from cifarcli.fileio import exclusive_lock, lock_file_for, make_folder, storage_error
 
 CONFIG_FILE = "config.yaml"
@@ -74,6 +77,46 @@ def locked(run_dir: Path) -> ContextManager[None]:
     """Hold the run folder for one command: a second process that writes it (train, --resume,
     evaluate, report, visualize-filters) stops at once with an error naming this one."""
     return exclusive_lock(lock_file_for(run_dir, "run"), wait=False, what=f"run folder {run_dir}")
+
+
+def in_use(run_dir: Path) -> bool:
+    """Whether a command holds the run folder now (`locked`): `cifar train` does while it trains."""
+    return fileio.lock_is_held(lock_file_for(run_dir, "run"))
+
+
+# status.json: what `cifar train` is doing or last did; "running" in a folder nobody holds was killed
+STATUSES = ("running", "finished", "interrupted", "failed")
+
+
+@contextlib.contextmanager
+def status_kept(run_dir: Path) -> Iterator[None]:
+    """Record in status.json that the run trains, then how the `with` block ended: finished,
+    interrupted (a signal, Ctrl-C) or failed. A failure to write the last is not allowed to hide the error."""
+    fileio.write_json(run_dir / STATUS_FILE, {"status": "running", "pid": os.getpid(), "started": datetime.now().isoformat(timespec="seconds")})
+    ended = "failed"
+    try:
+        yield
+        ended = "finished"
+    except (Interrupted, KeyboardInterrupt):
+        ended = "interrupted"
+        raise
+    finally:
+        with contextlib.suppress(CifarError, OSError):
+            fileio.write_json(run_dir / STATUS_FILE, {"status": ended, "ended": datetime.now().isoformat(timespec="seconds")})
+
+
+def run_status(run_dir: Path, epochs_done: int, epochs_planned: int) -> str:
+    """running / finished / interrupted / failed, from status.json and the run lock; a run of an
+    older cifar (no status.json) is finished when every planned epoch is done and scored."""
+    try:
+        recorded = fileio.read_json(run_dir / STATUS_FILE).get("status")
+    except (CifarError, AttributeError):
+        recorded = None
+    if recorded == "running" or (recorded is None and in_use(run_dir)):
+        return "running" if in_use(run_dir) else "interrupted"  # killed: it could not say so
+    if recorded in STATUSES:
+        return recorded
+    return "finished" if epochs_done >= epochs_planned and evaluation_dirs(run_dir) else "interrupted"
 
 
 def checkpoint_path(run_dir: Path, which: str = LAST_CHECKPOINT) -> Path:
@@ -168,3 +211,10 @@ def evaluation_dirs(run_dir: Path) -> list[Path]:
     if (run_dir / EVALUATION_FILE).is_file():
         found.append(run_dir)
     return sorted(found, key=lambda path: (path / EVALUATION_FILE).stat().st_mtime_ns, reverse=True)
+
+
+def training_evaluation(run_dir: Path, tta_flip: bool = False, tta_shift: bool = False) -> Path | None:
+    """The evaluation.json of the test scoring `cifar train` made at the end (best checkpoint,
+    the run's eval.tta_* settings); at the top in runs of an older cifar; None when there is none."""
+    key = evaluation_key(BEST_CHECKPOINT, "test", tta_flip, tta_shift)
+    return next((f / EVALUATION_FILE for f in (evaluation_dir(run_dir, key), run_dir) if (f / EVALUATION_FILE).is_file()), None)

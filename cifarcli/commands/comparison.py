@@ -67,9 +67,7 @@ def load_run(path: Path, label: str) -> ComparedRun:
         raise UsageError(f"{path / runs.CONFIG_FILE}: {exc.message}", hint="it is written by `cifar train`; restore it") from exc
     info = fileio.read_json(path / runs.RUN_INFO_FILE) if (path / runs.RUN_INFO_FILE).is_file() else {}
     steps = info.get("steps_per_epoch") if isinstance(info, dict) else None
-    # the test scoring `cifar train` made (its own folder; at the top in runs of an older cifar)
-    key = runs.evaluation_key(runs.BEST_CHECKPOINT, "test", cfg.eval.tta_flip, cfg.eval.tta_shift)
-    scored = next((f / runs.EVALUATION_FILE for f in (runs.evaluation_dir(path, key), path) if (f / runs.EVALUATION_FILE).is_file()), None)
+    scored = runs.training_evaluation(path, cfg.eval.tta_flip, cfg.eval.tta_shift)
     evaluation = fileio.read_json(scored) if scored is not None else None
     if not isinstance(evaluation, dict) or evaluation.get("split") != "test":
         evaluation = None

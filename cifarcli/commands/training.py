@@ -14,6 +14,7 @@ from cifarcli.commands import compose
 from cifarcli.commands.evaluation import eval_data_of, evaluate_split, scored_label, write_evaluation
 from cifarcli.config import ExperimentConfig, config_to_yaml
 from cifarcli.engine.loop import TrainState
+from cifarcli.engine.schedules import sync_lr
 from cifarcli.commands.tensorboard_views import TEST_CONFUSION_TAG, ConfusionPerEpoch, final_metrics, hparam_values
 from cifarcli.engine.target import TargetResult, time_to_target
 from cifarcli.engine.tensorboard import TensorBoardLogger
@@ -91,7 +92,7 @@ def record_target(cfg: ExperimentConfig, run_dir: Path, history: list[dict[str, 
 def run_training(
     cfg: ExperimentConfig, new_run_dir: Callable[[], Path], display: TrainCallbacks,
     resume_from: Optional[dict[str, Any]] = None, progress: bool = True,
-    on_start: Optional[Callable[[Path, TrainState], None]] = None, lock_run_dir: bool = True,
+    on_start: Optional[Callable[[Path, TrainState], None]] = None, lock_run_dir: bool = True, extended: bool = False,
 ) -> TrainingOutcome:  # fmt: skip
     """Turn a resolved config into a finished run folder; `cifar train` and each sweep trial call this.
 
@@ -101,6 +102,8 @@ def run_training(
     `for_resume=True`) is restored instead, after checking it fits the data and the epoch.
     The run folder stays locked until training and scoring end (`lock_run_dir=False` when the
     caller holds the lock already). `on_start(run_dir, state)` is called just before training.
+    `extended`: `cfg` trains the resumed run for more epochs than its checkpoint's config; its
+    config.yaml is rewritten and the LR set from the schedule `cfg` draws.
     """
     device = compose.device_for(cfg)
     data = compose.build_data(cfg, device, progress=progress)
@@ -112,12 +115,16 @@ def run_training(
             held.enter_context(runs.locked(run_dir))
         if resume_from is not None:
             _restore_checked(cfg, state, data, resume_from, runs.checkpoint_path(run_dir, runs.LAST_CHECKPOINT))
+            if extended:
+                sync_lr(state.optimizer, state.scheduler)
+                fileio.write_text_atomic(run_dir / runs.CONFIG_FILE, config_to_yaml(cfg))
         else:
             fileio.write_text_atomic(run_dir / runs.CONFIG_FILE, config_to_yaml(cfg))
             fileio.write_json(run_dir / runs.RUN_INFO_FILE, compose.run_info(cfg, data, device))
         if on_start is not None:
             on_start(run_dir, state)
-        return train_and_score(cfg, state, data, device, run_dir, display)
+        with runs.status_kept(run_dir):
+            return train_and_score(cfg, state, data, device, run_dir, display)
 
 
 def _restore_checked(
