@@ -157,10 +157,11 @@ def test_resume_refuses_extra_config(smoke_run: Path) -> None:
 
 def test_resume_of_a_finished_run_changes_nothing(smoke_run: Path, tmp_path: Path) -> None:
     run = copy_run(smoke_run, tmp_path)
-    before = (run / "metrics.csv").read_text()
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()}
     result = cli("train", "--resume", str(run), "--quiet")
     assert result.exit_code == 0, result.output
-    assert (run / "metrics.csv").read_text() == before
+    assert "is already complete (2 of 2 epochs)" in result.output
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.parametrize("name", ["mlp", "resnet9"])
