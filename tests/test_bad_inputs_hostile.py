@@ -75,12 +75,14 @@ def _set_key(dotted: str, value: Any) -> Callable[[dict], None]:
 
 
 def _damaged_last(change: Callable[[dict], None]) -> Callable[[Workspace], list[str]]:
-    """`train --resume` of a copy of the smoke run whose last.pt was changed by `change`."""
+    """`train --resume` of a copy of the smoke run whose last.pt was changed by `change`, after
+    marking it stopped mid-epoch (a finished run resumes as complete, reading nothing more)."""
 
     def args(ws: Workspace) -> list[str]:
         run = ws.run_copy()
         last = run / "checkpoints" / "last.pt"
         state = torch.load(last, weights_only=True)
+        state["batch_in_epoch"] = 2
         change(state)
         torch.save(state, last)
         return ["train", "--resume", str(run), "--quiet"]
@@ -319,6 +321,7 @@ def _tensorboard_file(ws: Workspace) -> Path:
     run = ws.run_copy()
     shutil.rmtree(run / "tensorboard")
     (run / "tensorboard").write_text("not a folder")
+    shutil.rmtree(run / "evaluations")  # killed after its last epoch, before scoring: --resume has work to do
     return run
 
 

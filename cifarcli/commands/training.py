@@ -55,23 +55,24 @@ def train_and_score(
         logger = TensorBoardLogger(run_dir / runs.TENSORBOARD_DIR, cfg.train.tensorboard_every_steps,
                                    preview=lambda: compose.preview_augmented(cfg, data, count=32))  # fmt: skip
     try:
-        views = [logger, ConfusionPerEpoch(logger, data.labels.class_names)] if logger is not None else []
-        callbacks = CallbackList([display, *views])
-        extra = {"config": cfg.model_dump(mode="json"), "num_classes": data.labels.num_classes, "class_names": data.labels.class_names}
-        with compose.out_of_memory_as_error(cfg.data.batch_size, "data.batch_size"):
-            result = fit(state, data.train, data.val, fit_settings(cfg, device), compose.run_files(run_dir), extra, callbacks,
-                         test_loader=data.test)  # fmt: skip
-        best = compose.load_trained_model(result.best_checkpoint, cfg, device)
-        with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
-            summary, matrix, rows = evaluate_split(best, eval_data_of(data, "test"), cfg.eval)
-        written = write_evaluation(run_dir, summary, matrix, rows, data.labels.class_names)
-        figure = plot_confusion_matrix(matrix, data.labels.class_names, written[0].parent / "confusion_matrix.png",
-                                       f"Confusion matrix: {scored_label(summary)}")  # fmt: skip
-        written.append(figure)
-        if logger is not None:
-            logger.log_png(TEST_CONFUSION_TAG, figure, state.epoch)
-            logger.log_hparams(hparam_values(cfg), final_metrics(summary, result.history), state.epoch)
-        target = record_target(cfg, run_dir, result.history)
+        with runs.status_kept(run_dir):  # status.json: running, then finished / interrupted / failed
+            views = [logger, ConfusionPerEpoch(logger, data.labels.class_names)] if logger is not None else []
+            callbacks = CallbackList([display, *views])
+            extra = {"config": cfg.model_dump(mode="json"), "num_classes": data.labels.num_classes, "class_names": data.labels.class_names}
+            with compose.out_of_memory_as_error(cfg.data.batch_size, "data.batch_size"):
+                result = fit(state, data.train, data.val, fit_settings(cfg, device), compose.run_files(run_dir), extra, callbacks,
+                             test_loader=data.test)  # fmt: skip
+            best = compose.load_trained_model(result.best_checkpoint, cfg, device)
+            with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
+                summary, matrix, rows = evaluate_split(best, eval_data_of(data, "test"), cfg.eval)
+            written = write_evaluation(run_dir, summary, matrix, rows, data.labels.class_names)
+            figure = plot_confusion_matrix(matrix, data.labels.class_names, written[0].parent / "confusion_matrix.png",
+                                           f"Confusion matrix: {scored_label(summary)}")  # fmt: skip
+            written.append(figure)
+            if logger is not None:
+                logger.log_png(TEST_CONFUSION_TAG, figure, state.epoch)
+                logger.log_hparams(hparam_values(cfg), final_metrics(summary, result.history), state.epoch)
+            target = record_target(cfg, run_dir, result.history)
     finally:
         if logger is not None:
             logger.close()
@@ -123,8 +124,7 @@ def run_training(
             fileio.write_json(run_dir / runs.RUN_INFO_FILE, compose.run_info(cfg, data, device))
         if on_start is not None:
             on_start(run_dir, state)
-        with runs.status_kept(run_dir):
-            return train_and_score(cfg, state, data, device, run_dir, display)
+        return train_and_score(cfg, state, data, device, run_dir, display)
 
 
 def _restore_checked(
