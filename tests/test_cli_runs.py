@@ -128,6 +128,11 @@ def test_runs_lists_newest_first_with_each_status(smoke_run: Path, tmp_path: Pat
     assert "not-a-run" not in result.output
 
 
+def test_runs_is_listed_in_the_help_with_an_example() -> None:
+    result = cli("--help")
+    assert result.exit_code == 0 and "Example: cifar runs --runs-dir runs" in " ".join(result.output.replace("│", " ").split())
+
+
 def test_runs_of_a_missing_folder_is_one_line(tmp_path: Path) -> None:
     result = cli("runs", "--runs-dir", tmp_path / "nope")
     assert result.exit_code == 2 and result.output.startswith(f"error: no such folder: {tmp_path / 'nope'}")

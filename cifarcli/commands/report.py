@@ -102,8 +102,9 @@ def _most_recent_evaluation(run_dir: Path) -> dict | None:
 
 def _settings_of(run_dir: Path, summary: dict) -> tuple[Path, list[str], bool]:
     """The checkpoint, eval settings and EMA choice that made an evaluation, to report it again."""
-    scored = runs.checkpoint_path(run_dir, Path(summary["checkpoint"]).name)
-    target = scored if scored.is_file() else run_dir  # a checkpoint since deleted: the run's best
+    name = Path(summary["checkpoint"]).name
+    scored = [path for path in (runs.checkpoint_path(run_dir, name), run_dir / name) if path.is_file()]
+    target = scored[0] if scored else run_dir  # a checkpoint since deleted: the run's best
     overrides = [f"eval.split={summary['split']}", f"eval.tta_flip={str(summary['tta_flip']).lower()}",
                  f"eval.tta_shift={str(bool(summary.get('tta_shift'))).lower()}"]  # fmt: skip
     return target, overrides, bool(summary.get("ema"))
