@@ -171,7 +171,7 @@ def _resumed_run(run_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
     return cfg, saved
 
 
-def _epochs_to_extend_to(run_dir: Path, config: Optional[Path], overrides: Optional[list[str]], lr_from: Optional[Path]) -> Optional[int]:
+def _epochs_to_extend_to(run_dir: Path, config: Optional[Path], overrides: Optional[list[str]], lr_from: Optional[Path]) -> Any:
     """The N of `--set train.epochs=N` given with --resume (None without); any other setting is a UsageError."""
     from cifarcli.config import parse_override
 
