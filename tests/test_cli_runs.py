@@ -224,3 +224,18 @@ def test_training_ends_with_the_next_commands(cifar10_data_root: Path, tmp_path:
     assert lines[-2:] == [f"next: cifar report {run}", f"      tensorboard --logdir {run / 'tensorboard'}"]
     assert json.loads((run / "status.json").read_text())["status"] == "finished"
     assert yaml.safe_load((run / "config.yaml").read_text())["schedule"]["span_epochs"] is None
+
+
+def test_report_ema_scores_the_ema_weights_into_their_own_folder(cifar10_data_root: Path, tmp_path: Path) -> None:
+    result = cli("train", "-c", "smoke", "--quiet", "--set", f"data.root={cifar10_data_root}", "--set", f"run.root={tmp_path}",
+                 "--set", "train.epochs=1", "--set", "train.overfit_batches=1", "--set", "train.ema_decay=0.9",
+                 "--set", "run.tensorboard=false")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (run,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    trained = snapshot(run / "evaluations" / "best-test")
+    result = cli("report", tmp_path / "latest", "--ema")
+    assert result.exit_code == 0, result.output
+    assert f"evaluation: {run / 'evaluations' / 'best-test-ema'}" in result.output
+    assert json.loads((run / "evaluations" / "best-test-ema" / "evaluation.json").read_text())["ema"] is True
+    assert snapshot(run / "evaluations" / "best-test") == trained
+    assert "weights: <b>EMA</b>" in (run / "report" / "index.html").read_text()
