@@ -108,7 +108,7 @@ def train_cifar_recipe(archive: Path, workdir: Path, config: str, seeds: list[in
     if result.exit_code != 0:
         raise RuntimeError(f"cifar train -c {config} failed ({result.exit_code}): {result.output.strip()}")
     made = sorted(set(runs_root.iterdir()) - before)
-    accuracies = [json.loads((run / "evaluation.json").read_text())["top1"] for run in made]
+    accuracies = [json.loads(next((run / "evaluations").glob("best-test*/evaluation.json")).read_text())["top1"] for run in made]
     return accuracies, seconds
 
 

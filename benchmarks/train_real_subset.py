@@ -79,7 +79,7 @@ def train_on_subset(archive: Path, workdir: Path, config: str, epochs: int, devi
     if result.exit_code != 0:
         raise RuntimeError(f"cifar train failed ({result.exit_code}): {result.output.strip()}")
     (run_dir,) = set(runs_root.iterdir()) - before
-    summary = json.loads((run_dir / "evaluation.json").read_text())
+    summary = json.loads(next((run_dir / "evaluations").glob("best-test*/evaluation.json")).read_text())
     info = json.loads((run_dir / "run_info.json").read_text())
     return SubsetRun(summary, info, seconds, run_dir)
 

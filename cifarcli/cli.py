@@ -182,8 +182,8 @@ def register(name: str, command: Callable[..., Any], group: typer.Typer = app) -
 
 def _register_all() -> None:
     # Each module owns one subcommand and imports only typer at its top (see the module docstring).
-    from cifarcli.commands import compare, config_cmd, download, evaluate, landscape, lr_find, prepare, report, sweep, train
-    from cifarcli.commands import visualize_filters
+    from cifarcli.commands import compare, config_cmd, download, evaluate, landscape, lr_find, prepare, report, runs_list
+    from cifarcli.commands import sweep, train, visualize_filters
 
     register("download", download.download)
     register("prepare", prepare.prepare)
@@ -191,6 +191,7 @@ def _register_all() -> None:
     register("evaluate", evaluate.evaluate)
     register("lr-find", lr_find.lr_find)
     register("report", report.report)
+    register("runs", runs_list.runs_list)
     register("visualize-filters", visualize_filters.visualize_filters)
     register("sweep", sweep.sweep)
     register("compare", compare.compare)

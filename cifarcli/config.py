@@ -194,6 +194,7 @@ class ScheduleConfig(Section):
     restart_mult: int = Field(1, ge=1, le=100, description="cosine_restarts: each cycle is this many times longer than the last.")
     milestones: list[Annotated[float, Field(ge=0, le=MAX_EPOCHS)]] = Field(default_factory=lambda: [50.0, 75.0], max_length=1000, description="multistep: epochs at which the LR is multiplied by gamma.")
     gamma: float = Field(0.1, gt=0, le=1, description="multistep: LR factor at each milestone.")
+    span_epochs: Optional[int] = Field(None, ge=1, le=MAX_EPOCHS, description="Epochs the schedule is drawn over; later epochs train at its final LR (set by `cifar train --resume RUN --extend-schedule continue`); null = train.epochs.")
 
 
 class CropConfig(Section):

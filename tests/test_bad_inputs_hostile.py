@@ -75,12 +75,14 @@ def _set_key(dotted: str, value: Any) -> Callable[[dict], None]:
 
 
 def _damaged_last(change: Callable[[dict], None]) -> Callable[[Workspace], list[str]]:
-    """`train --resume` of a copy of the smoke run whose last.pt was changed by `change`."""
+    """`train --resume` of a copy of the smoke run whose last.pt was changed by `change`, after
+    marking it stopped mid-epoch (a finished run resumes as complete, reading nothing more)."""
 
     def args(ws: Workspace) -> list[str]:
         run = ws.run_copy()
         last = run / "checkpoints" / "last.pt"
         state = torch.load(last, weights_only=True)
+        state["batch_in_epoch"] = 2
         change(state)
         torch.save(state, last)
         return ["train", "--resume", str(run), "--quiet"]
@@ -123,7 +125,7 @@ def _text(content: str) -> Callable[[Path], None]:
 def _json_edit(change: Callable[[Any], Any]) -> Callable[[Workspace], list[str]]:
     def args(ws: Workspace) -> list[str]:
         run = ws.run_copy()
-        path = run / "evaluation.json"
+        path = run / "evaluations" / "best-test" / "evaluation.json"
         path.write_text(json.dumps(change(json.loads(path.read_text()))))
         return ["report", str(run), "--quiet"]
 
@@ -137,7 +139,7 @@ def _without(key: str) -> Callable[[dict], dict]:
 def _predictions_edit(row: int, column: int, value: str) -> Callable[[Workspace], list[str]]:
     def args(ws: Workspace) -> list[str]:
         run = ws.run_copy()
-        path = run / "predictions.csv"
+        path = run / "evaluations" / "best-test" / "predictions.csv"
         lines = path.read_text().splitlines()
         cells = lines[row + 1].split(",")
         cells[column] = value
@@ -268,9 +270,9 @@ ROWS = [
     Row("predictions.csv with an unknown class", _predictions_edit(3, 3, "12"), 1, ("predictions.csv: a class is outside 0..9",)),
     Row("predictions.csv with a probability of 7", _predictions_edit(1, 5, "7"), 1, ("a probability is outside [0, 1]",)),
     Row("predictions.csv with a negative loss", _predictions_edit(2, 7, "-1"), 1, ("predictions.csv: a loss is negative or not a number",)),
-    Row("predictions.csv cut short", _report_with("predictions.csv", _text("index,true,predicted,confidence,true_probability\n0,1,1,0.5,0.5\n")), 1,
+    Row("predictions.csv cut short", _report_with("evaluations/best-test/predictions.csv", _text("index,true,predicted,confidence,true_probability\n0,1,1,0.5,0.5\n")), 1,
         ("predictions.csv: it has 1 rows, evaluation.json counts 100 images",)),
-    Row("confusion_matrix.csv with other counts", _report_with("confusion_matrix.csv", _text(
+    Row("confusion_matrix.csv with other counts", _report_with("evaluations/best-test/confusion_matrix.csv", _text(
         "true\\predicted," + ",".join(["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]) + "\n"
         + "".join(f"{n}," + ",".join(["2"] * 10) + "\n" for n in ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]))), 1,
         ("confusion_matrix.csv: its counts are not 100 images",)),
@@ -319,6 +321,7 @@ def _tensorboard_file(ws: Workspace) -> Path:
     run = ws.run_copy()
     shutil.rmtree(run / "tensorboard")
     (run / "tensorboard").write_text("not a folder")
+    shutil.rmtree(run / "evaluations")  # killed after its last epoch, before scoring: --resume has work to do
     return run
 
 

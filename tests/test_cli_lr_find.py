@@ -146,6 +146,19 @@ def test_train_lr_from_sets_the_peak_lr_and_records_its_source(exp_run: tuple[Pa
     assert saved["lr_source"] == f"{json_path}#valley"
 
 
+def test_lr_from_takes_the_lr_find_folder_and_says_what_it_set(exp_run: tuple[Path, str], cifar10_data_root: Path) -> None:
+    run_dir = exp_run[0]
+    chosen = json.loads((run_dir / "lr_find.json").read_text())["chosen"]
+    result = CliRunner().invoke(app, ["train", "-c", "smoke", "--set", f"data.root={cifar10_data_root}",
+                                      "--lr-from", str(run_dir), "--print-config"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    mantissa, exponent = f"{chosen['lr']:.2e}".split("e")
+    shown = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    assert f"optim.lr = {shown} ({chosen['name']}, from {run_dir / 'lr_find.json'})" in result.output
+    assert f"optim.lr = {shown}" in result.stderr
+    assert yaml.safe_load(result.stdout)["optim"]["lr"] == chosen["lr"]
+
+
 def test_report_of_an_lr_from_run_shows_the_lr_find_and_visualize_figures(
     exp_run: tuple[Path, str], lr_from_run: Path, tmp_path: Path
 ) -> None:
@@ -172,7 +185,7 @@ def test_train_lr_from_with_print_config_shows_the_new_lr(exp_run: tuple[Path, s
         app, ["train", "-c", "smoke", "--set", f"run.root={tmp_path}", "--lr-from", str(json_path), "--print-config"]
     )
     assert result.exit_code == 0, result.output
-    printed = yaml.safe_load(result.output)
+    printed = yaml.safe_load(result.stdout)  # the line saying which LR was set goes to stderr
     assert printed["optim"]["lr"] == chosen["lr"] and printed["lr_source"] == f"{json_path}#valley"
     assert list(tmp_path.iterdir()) == []
 

@@ -82,9 +82,9 @@ def test_evaluate_report_and_visualize_the_folder_run(folder_run) -> None:
     run, expected = folder_run
     evaluated = runner.invoke(app, ["evaluate", str(run.run_dir), "--quiet"])
     assert evaluated.exit_code == 0, evaluated.output
-    summary = json.loads((run.run_dir / "evaluation.json").read_text())
+    summary = json.loads((run.run_dir / "evaluations" / "best-test" / "evaluation.json").read_text())
     assert summary["class_names"] == CLASS_NAMES and summary["num_images"] == sum(expected.test_counts)
-    assert [row["true\\predicted"] for row in read_csv(run.run_dir / "confusion_matrix.csv")] == CLASS_NAMES
+    assert [row["true\\predicted"] for row in read_csv(run.run_dir / "evaluations" / "best-test" / "confusion_matrix.csv")] == CLASS_NAMES
     reported = runner.invoke(app, ["report", str(run.run_dir), "--quiet"])
     assert reported.exit_code == 0, reported.output
     page = (run.run_dir / "report" / "index.html").read_text()
@@ -111,7 +111,7 @@ def test_the_npz_data_set_trains_evaluates_and_reports(npz_run: OwnRun) -> None:
     info = json.loads((npz_run.run_dir / "run_info.json").read_text())
     assert info["class_names"] == CLASS_NAMES and info["test_images"] == 9 and info["image_size"] == 20
     assert runner.invoke(app, ["evaluate", str(npz_run.run_dir), "--quiet"]).exit_code == 0
-    assert json.loads((npz_run.run_dir / "evaluation.json").read_text())["num_images"] == 9
+    assert json.loads((npz_run.run_dir / "evaluations" / "best-test" / "evaluation.json").read_text())["num_images"] == 9
     reported = runner.invoke(app, ["report", str(npz_run.run_dir), "--quiet"])
     assert reported.exit_code == 0, reported.output
     assert (npz_run.run_dir / "report" / "index.html").is_file()

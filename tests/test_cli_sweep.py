@@ -209,5 +209,5 @@ def test_a_pruned_trial_stops_after_its_epoch_with_its_checkpoints_kept(cifar10_
     assert [epoch for epoch, _ in reporter.reported] == [1] and 0.0 <= reporter.reported[0][1] <= 1.0
     assert (folder / "checkpoints" / "last.pt").is_file() and (folder / "checkpoints" / "best.pt").is_file()
     assert len((folder / "metrics.csv").read_text().splitlines()) == 2  # header + the one epoch it trained
-    assert not (folder / "evaluation.json").exists()  # pruned before scoring
+    assert not (folder / "evaluations" / "best-test" / "evaluation.json").exists()  # pruned before scoring
     assert "name: 000_lr-0.003" in (folder / "config.yaml").read_text() and "lr: 0.003" in (folder / "config.yaml").read_text()

@@ -25,7 +25,8 @@ def cli(*args: str):
 
 def test_train_writes_the_run_folder(smoke_run: Path) -> None:
     for name in ["config.yaml", "run_info.json", "metrics.csv", "checkpoints/last.pt", "checkpoints/best.pt",
-                 "evaluation.json", "confusion_matrix.csv", "predictions.csv", "confusion_matrix.png"]:  # fmt: skip
+                 "evaluations/best-test/evaluation.json", "evaluations/best-test/confusion_matrix.csv",
+                 "evaluations/best-test/predictions.csv", "evaluations/best-test/confusion_matrix.png"]:  # fmt: skip
         assert (smoke_run / name).is_file(), name
     rows = read_csv(smoke_run / "metrics.csv")
     assert [int(r["epoch"]) for r in rows] == [1, 2]
@@ -48,31 +49,35 @@ def test_checkpoint_holds_the_full_training_state(smoke_run: Path) -> None:
 
 
 def test_evaluation_is_consistent_with_its_confusion_matrix(smoke_run: Path) -> None:
-    summary = json.loads((smoke_run / "evaluation.json").read_text())
-    rows = read_csv(smoke_run / "confusion_matrix.csv")
+    summary = json.loads((smoke_run / "evaluations" / "best-test" / "evaluation.json").read_text())
+    rows = read_csv(smoke_run / "evaluations" / "best-test" / "confusion_matrix.csv")
     matrix = np.array([[int(v) for k, v in row.items() if k != "true\\predicted"] for row in rows])
     assert matrix.shape == (10, 10) and matrix.sum() == summary["num_images"] == 100
     assert np.isclose(summary["top1"], np.trace(matrix) / matrix.sum())
     assert [c["support"] for c in summary["per_class"]] == matrix.sum(axis=1).tolist()
-    predictions = read_csv(smoke_run / "predictions.csv")
+    predictions = read_csv(smoke_run / "evaluations" / "best-test" / "predictions.csv")
     assert len(predictions) == 100
     assert np.isclose(np.mean([p["true"] == p["predicted"] for p in predictions]), summary["top1"])
     assert all(0.0 <= float(p["confidence"]) <= 1.0 for p in predictions)
 
 
-def test_evaluate_rescores_with_settings(smoke_run: Path, tmp_path: Path) -> None:
+def test_evaluate_keeps_one_evaluation_per_checkpoint_split_and_tta(smoke_run: Path, tmp_path: Path) -> None:
     run = copy_run(smoke_run, tmp_path)
-    before = json.loads((run / "evaluation.json").read_text())
+    trained = run / "evaluations" / "best-test"
+    before = {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in trained.iterdir()}
     result = cli("evaluate", str(run), "--set", "eval.tta_flip=true", "--set", "data.eval_batch_size=7")
     assert result.exit_code == 0, result.output
-    after = json.loads((run / "evaluation.json").read_text())
-    assert after["tta_flip"] is True and after["num_images"] == before["num_images"] == 100
-    assert "top-1 accuracy" in result.output and "wrote" in result.output
+    after = json.loads((run / "evaluations" / "best-test-tta_flip" / "evaluation.json").read_text())
+    assert after["tta_flip"] is True and after["num_images"] == 100
+    assert "top-1 accuracy" in result.output and f"wrote {run / 'evaluations' / 'best-test-tta_flip'}" in result.output
 
     result = cli("evaluate", str(run / "checkpoints" / "last.pt"), "--set", "eval.split=val")
     assert result.exit_code == 0, result.output
-    val = json.loads((run / "evaluation.json").read_text())
+    val = json.loads((run / "evaluations" / "last-val" / "evaluation.json").read_text())
     assert val["split"] == "val" and val["num_images"] == 40
+    # the scoring train made is still there, byte for byte
+    assert {path.name: (path.read_bytes(), path.stat().st_mtime_ns) for path in trained.iterdir()} == before
+    assert sorted(p.name for p in (run / "evaluations").iterdir()) == ["best-test", "best-test-tta_flip", "last-val"]
 
 
 def test_evaluate_refuses_to_change_what_was_trained(smoke_run: Path) -> None:
@@ -88,7 +93,7 @@ def test_evaluate_missing_run_folder(tmp_path: Path) -> None:
 
 
 def test_cifar100_evaluation_scores_superclasses(smoke_run_cifar100: Path) -> None:
-    summary = json.loads((smoke_run_cifar100 / "evaluation.json").read_text())
+    summary = json.loads((smoke_run_cifar100 / "evaluations" / "best-test" / "evaluation.json").read_text())
     assert len(summary["per_class"]) == 100
     coarse = np.array(summary["superclass"]["confusion_matrix"])
     assert coarse.shape == (20, 20) and coarse.sum() == summary["num_images"]
@@ -152,17 +157,18 @@ def test_resume_refuses_extra_config(smoke_run: Path) -> None:
 
 def test_resume_of_a_finished_run_changes_nothing(smoke_run: Path, tmp_path: Path) -> None:
     run = copy_run(smoke_run, tmp_path)
-    before = (run / "metrics.csv").read_text()
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()}
     result = cli("train", "--resume", str(run), "--quiet")
     assert result.exit_code == 0, result.output
-    assert (run / "metrics.csv").read_text() == before
+    assert "is already complete (2 of 2 epochs)" in result.output
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.parametrize("name", ["mlp", "resnet9"])
 def test_other_models_train_one_step(cifar10_data_root: Path, tmp_path: Path, name: str) -> None:
     run = train_smoke(cifar10_data_root, tmp_path, "--set", f"model.name={name}", "--set", "train.epochs=1",
                       "--set", "train.overfit_batches=1", "--set", "run.tensorboard=false")  # fmt: skip
-    assert json.loads((run / "evaluation.json").read_text())["num_images"] == 100
+    assert json.loads((run / "evaluations" / "best-test" / "evaluation.json").read_text())["num_images"] == 100
 
 
 @pytest.mark.slow

@@ -629,7 +629,8 @@ def test_runs_started_together_on_one_name_get_distinct_complete_folders(scenari
         assert chain.final_returncode == 0, chain.final_stderr
         assert f"wrote {chain.run_dir}/checkpoints/last.pt" in chain.final_stdout  # each wrote where it said it would
         for name in ["config.yaml", "run_info.json", "metrics.csv", "checkpoints/last.pt", "checkpoints/best.pt",
-                     "evaluation.json", "predictions.csv", "confusion_matrix.csv"]:  # fmt: skip
+                     "evaluations/best-test/evaluation.json", "evaluations/best-test/predictions.csv",
+                     "evaluations/best-test/confusion_matrix.csv"]:  # fmt: skip
             assert (chain.run_dir / name).is_file(), (chain.run_dir, name)
         assert load_checkpoint(chain.last)["epoch"] == EPOCHS
         assert len(read_csv(chain.run_dir / "metrics.csv")) == EPOCHS  # not 12 or 18 rows: nobody wrote into another's folder

@@ -56,7 +56,7 @@ def test_training_shows_paths_as_written_and_no_escape_sequence(hostile_run: tup
 
 def test_the_confusion_matrix_csv_round_trips_every_name(hostile_run: tuple[Path, str]) -> None:
     run_dir, _ = hostile_run
-    with (run_dir / "confusion_matrix.csv").open(newline="", encoding="utf-8") as handle:
+    with (run_dir / "evaluations" / "best-test" / "confusion_matrix.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     assert rows[0][1:] == HOSTILE_NAMES
     assert [row[0] for row in rows[1:]] == HOSTILE_NAMES
@@ -64,7 +64,7 @@ def test_the_confusion_matrix_csv_round_trips_every_name(hostile_run: tuple[Path
 
 def test_predictions_csv_names_every_class_as_written(hostile_run: tuple[Path, str]) -> None:
     run_dir, _ = hostile_run
-    with (run_dir / "predictions.csv").open(newline="", encoding="utf-8") as handle:
+    with (run_dir / "evaluations" / "best-test" / "predictions.csv").open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert rows and all(row["true_class"] == HOSTILE_NAMES[int(row["true"])] for row in rows)
     assert all(row["predicted_class"] == HOSTILE_NAMES[int(row["predicted"])] for row in rows)
@@ -129,5 +129,5 @@ def test_write_csv_quotes_commas_quotes_and_newlines(tmp_path: Path) -> None:
 
 def test_an_evaluation_summary_keeps_names_exactly(hostile_run: tuple[Path, str]) -> None:
     run_dir, _ = hostile_run
-    summary = json.loads((run_dir / "evaluation.json").read_text(encoding="utf-8"))
+    summary = json.loads((run_dir / "evaluations" / "best-test" / "evaluation.json").read_text(encoding="utf-8"))
     assert summary["class_names"] == HOSTILE_NAMES

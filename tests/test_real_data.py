@@ -24,6 +24,6 @@ def test_smoke_recipe_learns_real_images(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     (run_dir,) = list((tmp_path / "runs").iterdir())
-    summary = json.loads((run_dir / "evaluation.json").read_text())
+    summary = json.loads((run_dir / "evaluations" / "best-test" / "evaluation.json").read_text())
     assert summary["num_images"] == 1017
     assert summary["top1"] > 0.35, summary["top1"]  # chance is 0.10

@@ -59,7 +59,7 @@ def test_every_shipped_config_trains_on_the_fixture_data(
     result = runner.invoke(app, ["train", "-c", name, "--quiet", "--set", f"data.root={root}", "--set", f"run.root={tmp_path}", *FAST, *extra])
     assert result.exit_code == 0, result.output
     (run_dir,) = tmp_path.iterdir()
-    summary = json.loads((run_dir / "evaluation.json").read_text())
+    summary = json.loads(next((run_dir / "evaluations").glob("best-test*/evaluation.json")).read_text())
     assert summary["num_images"] > 0 and 0.0 <= summary["top1"] <= 1.0
     assert (summary["tta_flip"], summary["tta_shift"]) == (cfg.eval.tta_flip, cfg.eval.tta_shift)
 
@@ -198,7 +198,7 @@ def test_stop_at_target_ends_the_run_at_the_epoch_that_reached_it(cifar10_data_r
     assert (target["first_epoch"], target["held_from_epoch"], target["reached"], target["split"]) == (1, 1, True, "val")
     assert target["first_wall_seconds"] > 0
     assert "target 0.10% val accuracy: first reached at epoch 1" in result.output
-    assert (run_dir / "evaluation.json").is_file()  # scored as usual
+    assert list((run_dir / "evaluations").glob("best-test*/evaluation.json"))  # scored as usual
     report = runner.invoke(app, ["report", str(run_dir), "--quiet"])
     assert report.exit_code == 0, report.output
     page = next(run_dir.rglob("index.html")).read_text()
@@ -231,7 +231,7 @@ def test_seeds_train_one_run_each_and_summarise(cifar10_data_root: Path, tmp_pat
     assert result.exit_code == 0, result.output
     runs = sorted(tmp_path.iterdir())
     assert [run.name.rsplit("-", 1)[-1] for run in runs] == ["seed0", "seed1"]
-    top1 = [json.loads((run / "evaluation.json").read_text())["top1"] for run in runs]
+    top1 = [json.loads(next((run / "evaluations").glob("best-test*/evaluation.json")).read_text())["top1"] for run in runs]
     seeds = [json.loads((run / "run_info.json").read_text()).get("seed") for run in runs]
     assert "2 seeds" in result.output
     mean_line = next(line for line in result.output.splitlines() if line.strip("│ ").startswith("mean"))

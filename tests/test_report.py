@@ -65,8 +65,8 @@ class Reported:
 def reported_run(smoke_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Reported:
     """The smoke run reported once, after its predictions.csv was deleted (so the report re-scores it)."""
     run_dir = copy_run(smoke_run, tmp_path_factory.mktemp("report-10"))
-    original = read_predictions(run_dir / "predictions.csv")
-    (run_dir / "predictions.csv").unlink()
+    original = read_predictions(run_dir / "evaluations" / "best-test" / "predictions.csv")
+    (run_dir / "evaluations" / "best-test" / "predictions.csv").unlink()
     result = run_report(run_dir)
     assert result.exit_code == 0, result.output
     return Reported(run_dir, result.output, original)
@@ -76,7 +76,7 @@ def reported_run(smoke_run: Path, tmp_path_factory: pytest.TempPathFactory) -> R
 def reported_run_cifar100(smoke_run_cifar100: Path, tmp_path_factory: pytest.TempPathFactory) -> Reported:
     """The CIFAR-100 smoke run reported once, reusing the evaluation its training wrote."""
     run_dir = copy_run(smoke_run_cifar100, tmp_path_factory.mktemp("report-100"))
-    before = read_predictions(run_dir / "predictions.csv")
+    before = read_predictions(run_dir / "evaluations" / "best-test" / "predictions.csv")
     result = run_report(run_dir)
     assert result.exit_code == 0, result.output
     return Reported(run_dir, result.output, before)
@@ -99,12 +99,12 @@ def test_report_writes_every_figure_and_table(reported_run: Reported) -> None:
 def test_report_regenerates_a_deleted_predictions_file(reported_run: Reported) -> None:
     run_dir = reported_run.run_dir
     for name in ("evaluation.json", "confusion_matrix.csv", "predictions.csv"):
-        assert f"wrote {run_dir / name}" in reported_run.output
-    regenerated = read_predictions(run_dir / "predictions.csv")
+        assert f"wrote {run_dir / 'evaluations' / 'best-test' / name}" in reported_run.output
+    regenerated = read_predictions(run_dir / "evaluations" / "best-test" / "predictions.csv")
     original = reported_run.predictions_before
     assert regenerated[:, :3].tolist() == original[:, :3].tolist()  # same checkpoint, same images, same answers
     assert np.allclose(regenerated[:, 3:], original[:, 3:], atol=1e-5)
-    assert json.loads((run_dir / "evaluation.json").read_text())["checkpoint"].endswith("best.pt")  # re-scored by the report
+    assert json.loads((run_dir / "evaluations" / "best-test" / "evaluation.json").read_text())["checkpoint"].endswith("best.pt")  # re-scored by the report
 
 
 class _Collector(HTMLParser):
@@ -147,7 +147,7 @@ def test_index_html_is_self_contained(reported_run: Reported) -> None:
     assert "script" not in parser.tags and "link" not in parser.tags
     assert "name: simple_cnn" in parser.pre_text and "epochs: 2" in parser.pre_text  # the resolved config
     assert "amp: 'off'" in parser.pre_text  # quotes escaped in the source, intact once parsed
-    summary = json.loads((run_dir / "evaluation.json").read_text())
+    summary = json.loads((run_dir / "evaluations" / "best-test" / "evaluation.json").read_text())
     assert f"{summary['top1']:.2%}" in page
 
 
@@ -194,14 +194,14 @@ def test_page_puts_per_class_scores_by_the_headline_and_folds_the_config(reporte
     assert [row[0] for row in epochs[1:]] == [row["epoch"] for row in metrics]
     best = max(metrics, key=lambda row: float(row["val_accuracy"]))["epoch"]  # max keeps the first of equals
     assert [row[0] for row in epochs[1:] if row[1:2] == ["best"]] == [best]
-    checkpoint_epoch = json.loads((run_dir / "evaluation.json").read_text())["epoch"]
+    checkpoint_epoch = json.loads((run_dir / "evaluations" / "best-test" / "evaluation.json").read_text())["epoch"]
     assert int(best) == checkpoint_epoch  # the marked epoch is the one best.pt holds
 
 
 def test_predictions_csv_names_the_classes_and_gives_each_images_loss(reported_run: Reported) -> None:
     run_dir = reported_run.run_dir
     names, _ = _confusion(run_dir)
-    with (run_dir / "predictions.csv").open(newline="") as handle:
+    with (run_dir / "evaluations" / "best-test" / "predictions.csv").open(newline="") as handle:
         reader = csv.DictReader(handle)
         rows = list(reader)
     assert reader.fieldnames == ["index", "true", "true_class", "predicted", "predicted_class", "confidence", "true_probability", "loss"]
@@ -209,7 +209,7 @@ def test_predictions_csv_names_the_classes_and_gives_each_images_loss(reported_r
     losses = np.array([float(row["loss"]) for row in rows])
     probabilities = np.array([float(row["true_probability"]) for row in rows])
     assert np.allclose(losses, -np.log(probabilities), atol=1e-4)  # the image's cross-entropy
-    assert losses.mean() == pytest.approx(json.loads((run_dir / "evaluation.json").read_text())["loss"], abs=1e-5)
+    assert losses.mean() == pytest.approx(json.loads((run_dir / "evaluations" / "best-test" / "evaluation.json").read_text())["loss"], abs=1e-5)
 
 
 def test_misclassified_captions_give_the_index_and_the_loss() -> None:
@@ -221,9 +221,9 @@ def test_misclassified_captions_give_the_index_and_the_loss() -> None:
 
 def test_report_reads_run_files_from_before_the_loss_and_name_columns(smoke_run: Path, tmp_path: Path) -> None:
     run_dir = copy_run(smoke_run, tmp_path)
-    rows = list(csv.DictReader((run_dir / "predictions.csv").open(newline="")))
+    rows = list(csv.DictReader((run_dir / "evaluations" / "best-test" / "predictions.csv").open(newline="")))
     old = ["index", "true", "predicted", "confidence", "true_probability"]
-    with (run_dir / "predictions.csv").open("w", newline="") as handle:
+    with (run_dir / "evaluations" / "best-test" / "predictions.csv").open("w", newline="") as handle:
         csv.writer(handle).writerows([old, *([row[c] for c in old] for row in rows)])
     metrics = list(csv.DictReader((run_dir / "metrics.csv").open(newline="")))
     columns = [*metrics[0], "ema_val_loss", "ema_val_accuracy"]  # cifar wrote these as all-NaN before
@@ -234,7 +234,7 @@ def test_report_reads_run_files_from_before_the_loss_and_name_columns(smoke_run:
     parser = _Sections()
     parser.feed((run_dir / "report" / "index.html").read_text(encoding="utf-8"))
     assert "EMA val acc" not in parser.tables["Metrics per epoch"][0]  # an all-NaN column is not shown
-    loaded = read_predictions(run_dir / "predictions.csv")
+    loaded = read_predictions(run_dir / "evaluations" / "best-test" / "predictions.csv")
     expected = -np.log(np.array([float(row["true_probability"]) for row in rows]))
     assert np.allclose(loaded[:, 5], expected)  # the loss of an old file, from its probability
     compared = CliRunner().invoke(app, ["compare", str(run_dir), str(smoke_run), "--out", str(tmp_path / "cmp")])
@@ -242,7 +242,7 @@ def test_report_reads_run_files_from_before_the_loss_and_name_columns(smoke_run:
 
 
 def _confusion(run_dir: Path) -> tuple[list[str], np.ndarray]:
-    with (run_dir / "confusion_matrix.csv").open(newline="") as handle:
+    with (run_dir / "evaluations" / "best-test" / "confusion_matrix.csv").open(newline="") as handle:
         rows = list(csv.reader(handle))
     return rows[0][1:], np.array([[int(v) for v in row[1:]] for row in rows[1:]])
 
@@ -292,9 +292,11 @@ def test_report_on_the_validation_split_shows_training_images(smoke_run: Path, t
     run_dir = copy_run(smoke_run, tmp_path)
     result = run_report(run_dir, "--set", "eval.split=val", "--set", "report.misclassified_count=4")
     assert result.exit_code == 0, result.output
-    summary = json.loads((run_dir / "evaluation.json").read_text())
+    summary = json.loads((run_dir / "evaluations" / "best-val" / "evaluation.json").read_text())
     assert summary["split"] == "val"
-    rows = read_predictions(run_dir / "predictions.csv")
+    assert (run_dir / "evaluations" / "best-test" / "evaluation.json").read_bytes() == (
+        smoke_run / "evaluations" / "best-test" / "evaluation.json").read_bytes()  # the test scoring is kept
+    rows = read_predictions(run_dir / "evaluations" / "best-val" / "predictions.csv")
     cfg = load_config(run_dir / "config.yaml")
     train_labels = np.asarray(load_dataset(cfg.data).train_labels)
     _, val_indices = stratified_split(train_labels, cfg.data.val_fraction, cfg.data.split_seed)
@@ -308,7 +310,7 @@ def test_report_on_cifar100_draws_the_superclass_matrix(reported_run_cifar100: R
     run_dir = reported_run_cifar100.run_dir
     report_dir = run_dir / "report"
     assert reported_run_cifar100.output.count("wrote ") == len(FIGURES) + 1 + len(TABLES)  # evaluation reused, not redone
-    assert read_predictions(run_dir / "predictions.csv").tolist() == reported_run_cifar100.predictions_before.tolist()
+    assert read_predictions(run_dir / "evaluations" / "best-test" / "predictions.csv").tolist() == reported_run_cifar100.predictions_before.tolist()
     fine = assert_png(report_dir / "confusion_matrix.png")
     coarse = assert_png(report_dir / "superclass_confusion_matrix.png")
     assert fine.shape[0] > 1.5 * coarse.shape[0]  # 100 classes get a bigger canvas than 20
@@ -321,9 +323,10 @@ def test_report_on_cifar100_draws_the_superclass_matrix(reported_run_cifar100: R
     assert "superclass top-1" in page
 
 
-@pytest.mark.parametrize("kind", ["missing", "empty", "file"])
+@pytest.mark.parametrize("kind", ["missing", "empty", "not a checkpoint"])
 def test_report_refuses_what_is_not_a_run_folder(kind: str, smoke_run: Path, tmp_path: Path) -> None:
-    target = {"missing": tmp_path / "no-such-run", "empty": tmp_path, "file": smoke_run / "checkpoints" / "best.pt"}[kind]
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    target = {"missing": tmp_path / "no-such-run", "empty": tmp_path, "not a checkpoint": tmp_path / "notes.pt"}[kind]
     result = CliRunner().invoke(app, ["report", str(target)])
     assert result.exit_code == 2
     assert result.output.startswith("error: ") and "Traceback" not in result.output

@@ -85,3 +85,12 @@ def test_exclusive_lock_makes_holders_take_turns(tmp_path: Path) -> None:
         events.append("second in")
     thread.join(5)
     assert events == ["first in", "first out", "second in"]
+
+
+def test_evaluation_keys_name_what_was_scored() -> None:
+    from cifarcli.runs import evaluation_key
+
+    assert evaluation_key("best.pt", "test") == "best-test"
+    assert evaluation_key("runs/x/checkpoints/last.pt", "test", tta_flip=True) == "last-test-tta_flip"
+    assert evaluation_key("best.pt", "val", tta_flip=True, tta_shift=True, ema=True) == "best-val-tta_flip-tta_shift-ema"
+    assert evaluation_key("my model (v2).pt", "test") == "my_model_v2-test"  # a folder name, whatever the file is called

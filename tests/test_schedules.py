@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from cifarcli.config import SCHEDULE_NAMES, ScheduleConfig
-from cifarcli.engine.schedules import SCHEDULES, build_scheduler, lr_trace
+from cifarcli.engine.schedules import SCHEDULES, build_scheduler, lr_trace, sync_lr
 from cifarcli.errors import ConfigError
 
 PEAK_LR = 0.4
@@ -195,3 +195,31 @@ def test_scheduler_state_round_trips_through_weights_only_load():
 def test_min_lr_above_the_peak_is_a_config_error():
     with pytest.raises(ConfigError, match="schedule.min_lr"):
         lr_trace(ScheduleConfig(name="cosine", min_lr=1.0), PEAK_LR, 10, 2)
+
+
+@pytest.mark.parametrize("name", SCHEDULE_NAMES)
+def test_span_epochs_draws_the_schedule_over_fewer_epochs_and_holds_its_final_lr(name: str) -> None:
+    cfg = ScheduleConfig(name=name, peak_epoch=None, milestones=[1.0], restart_epochs=1.0)
+    short = lr_trace(cfg, PEAK_LR, 4, 3)
+    held = lr_trace(cfg.model_copy(update={"span_epochs": 3}), PEAK_LR, 4, 5)
+    assert len(held) == 20 and held[:12] == short and held[12:] == [short[-1]] * 8
+    with pytest.raises(ConfigError, match="schedule.span_epochs: 6 is more than train.epochs"):
+        lr_trace(cfg.model_copy(update={"span_epochs": 6}), PEAK_LR, 4, 5)
+
+
+def test_sync_lr_sets_the_lr_of_a_longer_schedule_at_the_step_reached() -> None:
+    cfg = ScheduleConfig(name="cosine")
+    optimizer = _sgd()
+    short = build_scheduler(optimizer, cfg, 4, 2)
+    for _ in range(8):
+        optimizer.step()
+        short.step()
+    state = short.state_dict()
+    longer_optimizer = _sgd()
+    longer = build_scheduler(longer_optimizer, cfg, 4, 4)  # then the checkpoint is loaded, as a resume does
+    longer_optimizer.load_state_dict(optimizer.state_dict())
+    longer.load_state_dict(state)
+    assert longer_optimizer.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]  # still the short schedule's
+    sync_lr(longer_optimizer, longer)
+    assert longer_optimizer.param_groups[0]["lr"] == pytest.approx(lr_trace(cfg, PEAK_LR, 4, 4)[8])
+    assert longer.get_last_lr() == [longer_optimizer.param_groups[0]["lr"]]

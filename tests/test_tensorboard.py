@@ -54,7 +54,7 @@ def test_hparams_hold_the_resolved_config_and_the_final_metrics(smoke_run: Path)
     assert {m.name.tag for m in experiment.metric_infos} == {
         "hparam/test_accuracy", "hparam/test_loss", "hparam/best_val_accuracy", "hparam/final_train_loss",
     }  # fmt: skip
-    top1 = json.loads((smoke_run / "evaluation.json").read_text())["top1"]
+    top1 = json.loads((smoke_run / "evaluations" / "best-test" / "evaluation.json").read_text())["top1"]
     assert acc.Scalars("hparam/test_accuracy")[0].value == pytest.approx(top1)
 
 

@@ -458,7 +458,7 @@ def test_errors_are_one_line_and_cifar_debug_shows_the_traceback(tmp_path: Path)
     _, debug_err = debug.communicate(timeout=120)
     assert plain.returncode == 2
     assert plain_err.splitlines() == [f"error: no such run folder or checkpoint: {missing}",
-                                      "hint: pass a folder under runs/ or a .pt file"]  # fmt: skip
+                                      f"hint: pass a folder under {tmp_path}, `latest`, the start of a run's name, or a .pt file"]  # fmt: skip
     assert "Traceback" not in plain_err + plain_out
     assert debug.returncode != 0
     assert "Traceback (most recent call last)" in debug_err

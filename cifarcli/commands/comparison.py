@@ -67,7 +67,8 @@ def load_run(path: Path, label: str) -> ComparedRun:
         raise UsageError(f"{path / runs.CONFIG_FILE}: {exc.message}", hint="it is written by `cifar train`; restore it") from exc
     info = fileio.read_json(path / runs.RUN_INFO_FILE) if (path / runs.RUN_INFO_FILE).is_file() else {}
     steps = info.get("steps_per_epoch") if isinstance(info, dict) else None
-    evaluation = fileio.read_json(path / runs.EVALUATION_FILE) if (path / runs.EVALUATION_FILE).is_file() else None
+    scored = runs.training_evaluation(path, cfg.eval.tta_flip, cfg.eval.tta_shift)
+    evaluation = fileio.read_json(scored) if scored is not None else None
     if not isinstance(evaluation, dict) or evaluation.get("split") != "test":
         evaluation = None
     return ComparedRun(label, path, cfg, tables.read_metrics(path / runs.METRICS_FILE),

@@ -95,8 +95,17 @@ def evaluate_split(run: LoadedRun, data: EvalData, settings: EvalConfig) -> tupl
     return summary, matrix, rows
 
 
-def write_evaluation(out_dir: Path, summary: dict, matrix: np.ndarray, rows: np.ndarray, class_names: list[str]) -> list[Path]:
-    """Write evaluation.json, confusion_matrix.csv and predictions.csv; return their paths."""
+def evaluation_key_of(summary: dict) -> str:
+    """The evaluations/ folder name of a summary: what it scored (checkpoint, split, TTA, EMA)."""
+    return runs.evaluation_key(summary["checkpoint"], summary["split"], bool(summary.get("tta_flip")),
+                               bool(summary.get("tta_shift")), bool(summary.get("ema")))  # fmt: skip
+
+
+def write_evaluation(run_dir: Path, summary: dict, matrix: np.ndarray, rows: np.ndarray, class_names: list[str]) -> list[Path]:
+    """Write evaluation.json, confusion_matrix.csv and predictions.csv into RUN/evaluations/<key>/
+    (key: `evaluation_key_of`), so no other scoring of the run is replaced; return their paths."""
+    out_dir = runs.evaluation_dir(run_dir, evaluation_key_of(summary))
+    fileio.make_folder(out_dir)
     eval_path = out_dir / runs.EVALUATION_FILE
     fileio.write_json(eval_path, summary)
     cm_path = out_dir / runs.CONFUSION_FILE

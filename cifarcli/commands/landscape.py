@@ -12,7 +12,7 @@ from cifarcli.commands.options import ConfigOption, PrintConfigOption, SetOption
 
 
 def landscape(
-    target: Annotated[Path, typer.Argument(help="A run folder (uses checkpoints/best.pt) or a checkpoint file.", show_default=False)],
+    target: Annotated[Path, typer.Argument(help="A run folder (uses checkpoints/best.pt), `latest`, the start of a run's name, or a checkpoint file.", show_default=False)],
     config: ConfigOption = None,
     overrides: SetOption = None,
     print_config: PrintConfigOption = False,

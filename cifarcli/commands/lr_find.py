@@ -23,7 +23,7 @@ LrFromOption = Annotated[
     Optional[Path],
     typer.Option(
         "--lr-from", metavar="LR_FIND_JSON", show_default=False,
-        help="Set optim.lr (the schedule's peak) to the chosen suggestion in this lr_find.json from `cifar lr-find`.",
+        help="Set optim.lr (the schedule's peak) to the chosen suggestion in this lr_find.json from `cifar lr-find` (or its folder).",
     ),
 ]  # fmt: skip
 
@@ -88,6 +88,8 @@ def config_with_lr_from(cfg: ExperimentConfig, path: Path, console: Console) -> 
     """`cfg` with optim.lr set to the chosen suggestion of the lr_find.json at `path` (recorded in lr_source)."""
     from cifarcli.config import config_with
 
+    if path.is_dir():  # the lr-find folder: its result file
+        path = path / LR_FIND_JSON
     if not path.is_file():
         raise UsageError(f"--lr-from {path}: no such file", hint=f"pass the {LR_FIND_JSON} written by `cifar lr-find`")
     try:
@@ -103,6 +105,7 @@ def config_with_lr_from(cfg: ExperimentConfig, path: Path, console: Console) -> 
             hint="run `cifar lr-find` again (e.g. with a wider lr_find.start_lr..end_lr) or set optim.lr with --set",
         )
     _warn_if_other_setup(found.get("config"), cfg, path, console)
+    console.print(escape.terminal(f"optim.lr = {_short(float(lr))} ({name}, from {path})"))
     return config_with(cfg, {"optim.lr": float(lr), "lr_source": f"{path}#{name}"})
 
 
@@ -119,3 +122,9 @@ def _warn_if_other_setup(saved: Any, cfg: ExperimentConfig, path: Path, console:
     ]
     if differ:
         console.print(escape.terminal(f"note: {path} was found with another setup ({'; '.join(differ)})"))
+
+
+def _short(lr: float) -> str:
+    """An LR as people write it: 3.6e-4, 0.02 -> 2e-2, three significant digits at most."""
+    mantissa, exponent = f"{lr:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"

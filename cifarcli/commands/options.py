@@ -138,10 +138,10 @@ class TrainedRun:
 def resolve_trained_run(
     target: Path, config: Path | None, overrides: list[str] | None, print_config: bool, ema: bool = False
 ) -> TrainedRun:
-    """Find and load the checkpoint of a run folder (or file), and resolve its evaluation settings."""
+    """Find and load the checkpoint of a run folder (or file, `latest`, a run name's start), and resolve its evaluation settings."""
     from cifarcli.engine.checkpoint import load_checkpoint
 
-    path = runs.find_checkpoint(target)
+    path = runs.find_checkpoint(runs.resolve_run(target))
     checkpoint = load_checkpoint(path)
     cfg = resolve_saved_config(saved_config(checkpoint, path), config, overrides, print_config)
     if ema and not checkpoint.get("ema"):

@@ -46,10 +46,10 @@ class Evaluation:
     predictions: np.ndarray  # rows: report_tables.PREDICTION_NUMBERS (index, true, predicted, ..., loss)
 
 
-def read_evaluation(run_dir: Path, class_names: list[str], arrays: CifarArrays) -> Evaluation:
-    """evaluation.json, confusion_matrix.csv and predictions.csv, checked against each other and the data set."""
-    summary = read_evaluation_summary(run_dir / runs.EVALUATION_FILE)
-    confusion_path, predictions_path = run_dir / runs.CONFUSION_FILE, run_dir / runs.PREDICTIONS_FILE
+def read_evaluation(eval_dir: Path, class_names: list[str], arrays: CifarArrays) -> Evaluation:
+    """evaluation.json, confusion_matrix.csv and predictions.csv of `eval_dir`, checked against each other and the data set."""
+    summary = read_evaluation_summary(eval_dir / runs.EVALUATION_FILE)
+    confusion_path, predictions_path = eval_dir / runs.CONFUSION_FILE, eval_dir / runs.PREDICTIONS_FILE
     names, matrix = tables.read_confusion_matrix(confusion_path)
     if names != class_names or summary["class_names"] != class_names:
         raise damaged(confusion_path, f"it names other classes than the run's data set ({len(names)} vs {len(class_names)})")

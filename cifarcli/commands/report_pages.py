@@ -28,15 +28,18 @@ MAX_AUGMENT_ROWS = 10  # classes shown in augmentations.png; more rows stop bein
 
 
 def write_report(
-    cfg: ExperimentConfig, run_dir: Path, checkpoint_path: Path, checkpoint: dict[str, Any],
+    cfg: ExperimentConfig, run_dir: Path, eval_dir: Path, checkpoint_path: Path, checkpoint: dict[str, Any],
     arrays: CifarArrays, labels: compose.LabelSet, run_records: RunRecords,
 ) -> list[Path]:  # fmt: skip
     """Write every figure and table, and index.html last, into RUN/report/; return the paths written.
 
+    The evaluation shown is the one in `eval_dir` (a folder under RUN/evaluations/, or RUN itself
+    for a run of an older cifar).
+
     Everything is read and checked first, then written into a temporary folder that replaces
     RUN/report/ only when complete: a failed report leaves the previous one as it was.
     """
-    evaluation = read_evaluation(run_dir, labels.class_names, arrays)
+    evaluation = read_evaluation(eval_dir, labels.class_names, arrays)
     target = run_dir / runs.REPORT_DIR
     with fileio.staged_folder(target) as out_dir:
         best = tables.best_epoch(run_records.metrics)

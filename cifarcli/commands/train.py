@@ -15,6 +15,8 @@ from cifarcli.commands.options import (
 )  # fmt: skip
 from cifarcli.errors import ConfigError, DamagedFileError, UsageError
 
+EXTEND_SCHEDULES = ("stretch", "continue")  # --extend-schedule: see _extended
+
 if TYPE_CHECKING:
     from cifarcli.config import ExperimentConfig
     from cifarcli.commands.training import TrainingOutcome
@@ -25,7 +27,8 @@ def train(
     config: ConfigOption = None,
     overrides: SetOption = None,
     print_config: PrintConfigOption = False,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this folder where it stopped.")] = None,
+    resume: Annotated[Optional[Path], typer.Option("--resume", metavar="RUN_DIR", help="Continue the run in this folder (or `latest`, or the start of its name) where it stopped; with --set train.epochs=N, train a finished run on to N epochs.")] = None,
+    extend_schedule: Annotated[Optional[str], typer.Option("--extend-schedule", metavar="|".join(EXTEND_SCHEDULES), help="How --resume --set train.epochs=N extends the LR schedule: stretch (redrawn over N epochs, resumed at the current step) or continue (the extra epochs at the schedule's final LR).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final results.")] = False,
     lr_from: LrFromOption = None,
     seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="SEEDS", help="Train once per seed (e.g. 0,1,2 or 0-4), each in its own run folder, and print the mean, std, min and max.")] = None,
@@ -43,12 +46,23 @@ def train(
         seed_list = parse_seeds(seeds)  # a bad list fails before anything is loaded
     with contextlib.ExitStack() as held:  # the run folder stays locked until training and scoring end
         if resume is not None:
-            if config is not None or overrides or lr_from is not None:
-                raise UsageError("--resume continues a run with its own config; drop --config/--set/--lr-from",
-                                 hint=f"config used: {resume / runs.CONFIG_FILE}")  # fmt: skip
+            resume = runs.resolve_run(resume)
+            epochs = _epochs_to_extend_to(resume, config, overrides, lr_from)
             held.enter_context(runs.locked(resume))
             cfg, saved = _resumed_run(resume)
+            extended = epochs is not None and epochs != cfg.train.epochs
+            if extended:
+                cfg = _extended(cfg, saved, epochs, extend_schedule)
+            elif extend_schedule is not None:
+                raise UsageError("--extend-schedule applies only when --resume extends a run",
+                                 hint=f"add --set train.epochs=N with N above {cfg.train.epochs}, or drop --extend-schedule")  # fmt: skip
             print_config_and_exit(cfg, print_config)
+            if not extended and _is_complete(resume, cfg, saved):
+                typer.echo(f"{escape.terminal(resume)} is already complete ({saved['epoch']} of {cfg.train.epochs} epochs); "
+                           "nothing was changed")  # fmt: skip
+                typer.echo(f"to train it longer: cifar train --resume {escape.terminal(resume)} --set train.epochs=N "
+                           f"--extend-schedule {'|'.join(EXTEND_SCHEDULES)}")  # fmt: skip
+                return
         else:
             cfg = resolve_config(config, overrides, print_config and lr_from is None)
             if lr_from is not None:
@@ -56,18 +70,20 @@ def train(
 
                 cfg = config_with_lr_from(cfg, lr_from, make_console(quiet))
                 print_config_and_exit(cfg, print_config)
-            saved = None
+            saved, extended = None, False
 
         if seeds is not None:
             _train_seeds(cfg, seed_list, quiet)
             return
-        _train_and_print(cfg, quiet, resume, saved)
+        _train_and_print(cfg, quiet, resume, saved, extend_schedule if resume is not None and extended else None)
 
 
 def _train_and_print(
-    cfg: ExperimentConfig, quiet: bool, resume: Optional[Path] = None, saved: Optional[dict[str, Any]] = None
+    cfg: ExperimentConfig, quiet: bool, resume: Optional[Path] = None, saved: Optional[dict[str, Any]] = None,
+    extension: Optional[str] = None,
 ) -> TrainingOutcome:
-    """One run (a new one, or `resume` continued from `saved`) with its console output, start to summary."""
+    """One run (a new one, or `resume` continued from `saved`, extended with the `extension`
+    schedule when given) with its console output, start to summary."""
     # Imported once the config is known: --print-config and config errors answer without torch.
     from cifarcli.commands import compose
     from cifarcli.commands.evaluation import print_summary
@@ -79,6 +95,8 @@ def _train_and_print(
     console = make_console(quiet)
 
     def announce(run_dir: Path, state: TrainState) -> None:
+        if extension is not None:
+            console.print(f"extending to {cfg.train.epochs} epochs ({extension} schedule)")
         if resume is not None:
             console.print(f"resuming at epoch {state.epoch + 1}, step {state.batch_in_epoch + 1}")
         console.print(f"run folder: {escape.terminal(run_dir)}")
@@ -90,15 +108,17 @@ def _train_and_print(
     new_run_dir = (lambda: resume) if resume is not None else (lambda: runs.create_run_dir(cfg.run.root, cfg.run.name))
     reporter = ConsoleReporter(console)
     outcome = run_training(cfg, new_run_dir, TrainingDisplay(reporter, cfg.data.batch_size), resume_from=saved,
-                           reporter=reporter, on_start=announce, lock_run_dir=resume is None)  # fmt: skip
+                           reporter=reporter, on_start=announce, lock_run_dir=resume is None,
+                           extended=extension is not None)  # fmt: skip
     run_dir = outcome.run_dir
     print_summary(make_console(stderr=False), outcome.test_summary, f"test set, best checkpoint ({outcome.fit.best_checkpoint.name})")
     if outcome.target is not None:
         typer.echo(outcome.target.describe())
     files = [run_dir / runs.CONFIG_FILE, run_dir / runs.METRICS_FILE, outcome.fit.last_checkpoint, outcome.fit.best_checkpoint]
     print_written([*files, *outcome.written])
+    typer.echo(f"next: cifar report {escape.terminal(run_dir)}")
     if cfg.run.tensorboard:
-        typer.echo(f"TensorBoard: tensorboard --logdir {escape.terminal(run_dir / runs.TENSORBOARD_DIR)}")
+        typer.echo(f"      tensorboard --logdir {escape.terminal(run_dir / runs.TENSORBOARD_DIR)}")
     return outcome
 
 
@@ -150,3 +170,43 @@ def _resumed_run(run_dir: Path) -> tuple[ExperimentConfig, dict[str, Any]]:
             "or start a new run with `cifar train -c ...`",
         )
     return cfg, saved
+
+
+def _epochs_to_extend_to(run_dir: Path, config: Optional[Path], overrides: Optional[list[str]], lr_from: Optional[Path]) -> Any:
+    """The N of `--set train.epochs=N` given with --resume (None without); any other setting is a UsageError."""
+    from cifarcli.config import parse_override
+
+    parsed = [parse_override(text) for text in overrides or []]
+    if config is not None or lr_from is not None or any(parts != ["train", "epochs"] for parts, _ in parsed):
+        raise UsageError("--resume continues a run with its own config; drop --config/--lr-from and every --set but train.epochs",
+                         hint=f"config used: {run_dir / runs.CONFIG_FILE}")  # fmt: skip
+    return parsed[-1][1] if parsed else None
+
+
+def _extended(cfg: ExperimentConfig, saved: dict[str, Any], epochs: Any, schedule: Optional[str]) -> ExperimentConfig:
+    """The config of a run trained on to `epochs`, its LR schedule stretched over them or continued at its final LR."""
+    from cifarcli.config import config_with
+
+    extended = config_with(cfg, {"train.epochs": epochs})
+    if extended.train.epochs < cfg.train.epochs:
+        raise UsageError(f"--set train.epochs={epochs}: a resumed run is only extended, and this one is planned for "
+                         f"{cfg.train.epochs} epochs ({saved['epoch']} done)", hint=f"pass more than {cfg.train.epochs}")  # fmt: skip
+    if schedule not in EXTEND_SCHEDULES:
+        given = "is needed" if schedule is None else f"{escape.value(schedule, 40)} is not one of them"
+        raise UsageError(f"--extend-schedule {given} to extend a run from {cfg.train.epochs} to {extended.train.epochs} epochs: "
+                         "stretch (the LR schedule redrawn over the new total) or continue (the extra epochs at its final LR)",
+                         hint="add --extend-schedule stretch or --extend-schedule continue")  # fmt: skip
+    span = None if schedule == "stretch" else (cfg.schedule.span_epochs or cfg.train.epochs)
+    return config_with(extended, {"schedule.span_epochs": span})
+
+
+def _is_complete(run_dir: Path, cfg: ExperimentConfig, saved: dict[str, Any]) -> bool:
+    """Whether the run trained every epoch it was planned for (or stopped at its target) and was scored."""
+    from cifarcli.engine.target import time_to_target
+
+    if saved["batch_in_epoch"]:
+        return False
+    stopped_at_target = (cfg.train.stop_at_target and cfg.train.target_accuracy is not None
+                         and time_to_target(saved["history"], cfg.train.target_accuracy, cfg.train.target_split).reached)  # fmt: skip
+    trained = saved["epoch"] >= cfg.train.epochs or stopped_at_target
+    return trained and runs.training_evaluation(run_dir, cfg.eval.tta_flip, cfg.eval.tta_shift) is not None

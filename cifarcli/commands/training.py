@@ -14,6 +14,7 @@ from cifarcli.commands import compose
 from cifarcli.commands.evaluation import eval_data_of, evaluate_split, scored_label, write_evaluation
 from cifarcli.config import ExperimentConfig, config_to_yaml
 from cifarcli.engine.loop import TrainState
+from cifarcli.engine.schedules import sync_lr
 from cifarcli.commands.tensorboard_views import TEST_CONFUSION_TAG, ConfusionPerEpoch, final_metrics, hparam_values
 from cifarcli.engine.target import TargetResult, time_to_target
 from cifarcli.engine.tensorboard import TensorBoardLogger
@@ -55,23 +56,24 @@ def train_and_score(
         logger = TensorBoardLogger(run_dir / runs.TENSORBOARD_DIR, cfg.train.tensorboard_every_steps,
                                    preview=lambda: compose.preview_augmented(cfg, data, count=32))  # fmt: skip
     try:
-        views = [logger, ConfusionPerEpoch(logger, data.labels.class_names)] if logger is not None else []
-        callbacks = CallbackList([display, *views])
-        extra = {"config": cfg.model_dump(mode="json"), "num_classes": data.labels.num_classes, "class_names": data.labels.class_names}
-        with compose.out_of_memory_as_error(cfg.data.batch_size, "data.batch_size"):
-            result = fit(state, data.train, data.val, fit_settings(cfg, device), compose.run_files(run_dir), extra, callbacks,
-                         test_loader=data.test)  # fmt: skip
-        best = compose.load_trained_model(result.best_checkpoint, cfg, device)
-        with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
-            summary, matrix, rows = evaluate_split(best, eval_data_of(data, "test"), cfg.eval)
-        written = write_evaluation(run_dir, summary, matrix, rows, data.labels.class_names)
-        figure = plot_confusion_matrix(matrix, data.labels.class_names, run_dir / "confusion_matrix.png",
-                                       f"Confusion matrix: {scored_label(summary)}")  # fmt: skip
-        written.append(figure)
-        if logger is not None:
-            logger.log_png(TEST_CONFUSION_TAG, figure, state.epoch)
-            logger.log_hparams(hparam_values(cfg), final_metrics(summary, result.history), state.epoch)
-        target = record_target(cfg, run_dir, result.history)
+        with runs.status_kept(run_dir):  # status.json: running, then finished / interrupted / failed
+            views = [logger, ConfusionPerEpoch(logger, data.labels.class_names)] if logger is not None else []
+            callbacks = CallbackList([display, *views])
+            extra = {"config": cfg.model_dump(mode="json"), "num_classes": data.labels.num_classes, "class_names": data.labels.class_names}
+            with compose.out_of_memory_as_error(cfg.data.batch_size, "data.batch_size"):
+                result = fit(state, data.train, data.val, fit_settings(cfg, device), compose.run_files(run_dir), extra, callbacks,
+                             test_loader=data.test)  # fmt: skip
+            best = compose.load_trained_model(result.best_checkpoint, cfg, device)
+            with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
+                summary, matrix, rows = evaluate_split(best, eval_data_of(data, "test"), cfg.eval)
+            written = write_evaluation(run_dir, summary, matrix, rows, data.labels.class_names)
+            figure = plot_confusion_matrix(matrix, data.labels.class_names, written[0].parent / "confusion_matrix.png",
+                                           f"Confusion matrix: {scored_label(summary)}")  # fmt: skip
+            written.append(figure)
+            if logger is not None:
+                logger.log_png(TEST_CONFUSION_TAG, figure, state.epoch)
+                logger.log_hparams(hparam_values(cfg), final_metrics(summary, result.history), state.epoch)
+            target = record_target(cfg, run_dir, result.history)
     finally:
         if logger is not None:
             logger.close()
@@ -92,7 +94,7 @@ def record_target(cfg: ExperimentConfig, run_dir: Path, history: list[dict[str, 
 def run_training(
     cfg: ExperimentConfig, new_run_dir: Callable[[], Path], display: TrainCallbacks,
     resume_from: Optional[dict[str, Any]] = None, reporter: Reporter = SILENT,
-    on_start: Optional[Callable[[Path, TrainState], None]] = None, lock_run_dir: bool = True,
+    on_start: Optional[Callable[[Path, TrainState], None]] = None, lock_run_dir: bool = True, extended: bool = False,
 ) -> TrainingOutcome:  # fmt: skip
     """Turn a resolved config into a finished run folder; `cifar train` and each sweep trial call this.
 
@@ -102,6 +104,8 @@ def run_training(
     `for_resume=True`) is restored instead, after checking it fits the data and the epoch.
     The run folder stays locked until training and scoring end (`lock_run_dir=False` when the
     caller holds the lock already). `on_start(run_dir, state)` is called just before training.
+    `extended`: `cfg` trains the resumed run for more epochs than its checkpoint's config; its
+    config.yaml is rewritten and the LR set from the schedule `cfg` draws.
     """
     device = compose.device_for(cfg)
     data = compose.build_data(cfg, device, reporter=reporter)
@@ -113,6 +117,9 @@ def run_training(
             held.enter_context(runs.locked(run_dir))
         if resume_from is not None:
             _restore_checked(cfg, state, data, resume_from, runs.checkpoint_path(run_dir, runs.LAST_CHECKPOINT))
+            if extended:
+                sync_lr(state.optimizer, state.scheduler)
+                fileio.write_text_atomic(run_dir / runs.CONFIG_FILE, config_to_yaml(cfg))
         else:
             fileio.write_text_atomic(run_dir / runs.CONFIG_FILE, config_to_yaml(cfg))
             fileio.write_json(run_dir / runs.RUN_INFO_FILE, compose.run_info(cfg, data, device))

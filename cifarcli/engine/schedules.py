@@ -13,6 +13,9 @@ Warm-up (every schedule but onecycle, which has its own rise): the LR rises line
 schedule then runs over the remaining steps: cosine anneals from the end of warm-up to the
 end of the run, and cosine-restart cycles are counted from the end of warm-up. Multistep
 milestones stay at their absolute epochs, because they name epochs of the run.
+
+`schedule.span_epochs` (a run extended with `--extend-schedule continue`) draws the schedule
+over fewer epochs than the run: every step past its end uses the schedule's final LR.
 """
 
 from __future__ import annotations
@@ -147,9 +150,14 @@ SCHEDULES: dict[str, Shape] = {
 
 
 def make_timeline(cfg: ScheduleConfig, peak_lr: float, steps_per_epoch: int, epochs: int) -> Timeline:
-    """Check the run's length against the schedule and measure it in steps."""
+    """Check the run's length against the schedule and measure the schedule's span in steps."""
     if cfg.name not in SCHEDULES:
         raise ConfigError(f"schedule.name: {cfg.name!r} is not one of {', '.join(SCHEDULES)}")
+    if cfg.span_epochs is not None:
+        if cfg.span_epochs > epochs:
+            raise ConfigError(f"schedule.span_epochs: {cfg.span_epochs} is more than train.epochs ({epochs})",
+                              hint="set schedule.span_epochs to null, or at most train.epochs")  # fmt: skip
+        epochs = cfg.span_epochs
     if steps_per_epoch < 1 or epochs < 1:
         raise ConfigError(
             f"the schedule needs at least one step: got {steps_per_epoch} steps per epoch and {epochs} epochs",
@@ -173,8 +181,9 @@ def make_timeline(cfg: ScheduleConfig, peak_lr: float, steps_per_epoch: int, epo
 
 
 def lr_multiplier(step: int, timeline: Timeline, cfg: ScheduleConfig) -> float:
-    """The LR at `step` divided by the peak LR, warm-up included."""
+    """The LR at `step` divided by the peak LR, warm-up included; past the schedule's span, its final value."""
     shape = SCHEDULES[cfg.name]
+    step = min(step, timeline.total_steps - 1)
     warmup_steps = timeline.warmup_steps
     if step >= warmup_steps:
         return shape(step, timeline, cfg)
@@ -185,7 +194,7 @@ def lr_multiplier(step: int, timeline: Timeline, cfg: ScheduleConfig) -> float:
 def lr_trace(cfg: ScheduleConfig, peak_lr: float, steps_per_epoch: int, epochs: int) -> list[float]:
     """The LR used by every optimizer step of the run, in order (length epochs * steps_per_epoch)."""
     timeline = make_timeline(cfg, peak_lr, steps_per_epoch, epochs)
-    return [peak_lr * lr_multiplier(step, timeline, cfg) for step in range(timeline.total_steps)]
+    return [peak_lr * lr_multiplier(step, timeline, cfg) for step in range(steps_per_epoch * epochs)]
 
 
 def build_scheduler(optimizer: Optimizer, cfg: ScheduleConfig, steps_per_epoch: int, epochs: int) -> LambdaLR:
@@ -204,3 +213,16 @@ def build_scheduler(optimizer: Optimizer, cfg: ScheduleConfig, steps_per_epoch: 
         return lr_multiplier(step, timeline, cfg)
 
     return LambdaLR(optimizer, multiplier)
+
+
+def sync_lr(optimizer: Optimizer, scheduler: LambdaLR) -> None:
+    """Set each group's LR to what `scheduler` gives at the step it has reached.
+
+    Needed once after a checkpoint's state is loaded into a scheduler drawn over another
+    length (a run extended with the schedule stretched): the optimizer state holds the LR of
+    the old schedule, which the next step would still use.
+    """
+    lrs = [base * shape(scheduler.last_epoch) for base, shape in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs  # what get_last_lr() reports, as LambdaLR.step() would set it
