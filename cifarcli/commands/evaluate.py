@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -33,14 +34,17 @@ def evaluate(
     trained = resolve_trained_run(target, config, overrides, print_config, ema)
     path, checkpoint, cfg = trained.path, trained.checkpoint, trained.cfg
     run_dir = runs.run_dir_of(path)
-    with runs.locked(run_dir):
+    # Under torchrun each process scores a share of the split and rank 0 writes (see engine.distributed).
+    with compose.joined_ranks(cfg) as ranks, runs.locked(run_dir) if ranks.is_main else contextlib.nullcontext():
         device = compose.device_for(cfg)
-        data = build_eval_data(cfg, device, progress=not quiet)
+        data = build_eval_data(cfg, device, progress=not quiet and ranks.is_main)
         compose.check_checkpoint_classes(checkpoint, data.labels, path)
         run = compose.load_trained_model(path, cfg, device, use_ema=ema, checkpoint=checkpoint)
         with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"):
             summary, matrix, rows = evaluate_split(run, data, cfg.eval)
         summary["ema"] = ema
+        if not ranks.is_main:
+            return
         written = write_evaluation(run_dir, summary, matrix, rows, data.labels.class_names)
     stdout = make_console(stderr=False)
     if not quiet and len(data.labels.class_names) <= 20:
