@@ -30,6 +30,7 @@ from cifarcli.errors import ConfigError
 
 TEST_IMAGES = 99
 JOB_TIMEOUT_S = 240  # a hung job fails the test instead of hanging the suite
+LONG_EPOCHS = 12  # long enough to signal a rank mid-run, short enough to resume quickly
 # Tiny and fast: the MLP, one core per process, no TensorBoard.
 RECIPE = ["-c", "smoke", "--set", "model.name=mlp", "--set", "run.tensorboard=false", "--set", "train.epochs=1"]
 
@@ -180,8 +181,8 @@ def _worker_pid(tag: str, local_rank: int, timeout_s: float = 60) -> int:
 
 
 def _start_long_job(odd_data_root: Path, runs_root: Path) -> subprocess.Popen:
-    """30 epochs of 5 steps under torchrun, checking for a stop request after every step; tagged with `runs_root`."""
-    args = [*RECIPE, "--set", "train.epochs=30", "--set", "train.sync_every_steps=1", *_where(odd_data_root, runs_root)]
+    """LONG_EPOCHS epochs of 5 steps under torchrun, checking for a stop request after every step; tagged with `runs_root`."""
+    args = [*RECIPE, "--set", f"train.epochs={LONG_EPOCHS}", "--set", "train.sync_every_steps=1", *_where(odd_data_root, runs_root)]
     return subprocess.Popen(torchrun("train", "--quiet", *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**_env(), "CIFAR_TEST_JOB": str(runs_root)})  # fmt: skip
 
@@ -198,11 +199,11 @@ def test_sigterm_to_one_rank_stops_every_rank_resumably_and_one_process_resumes(
     assert "error: stopped by a signal to another process at epoch" in stderr  # rank 0 stopped for rank 1
     run_dir = _only_run(tmp_path)
     saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert 1 <= saved["epoch"] < 30
+    assert 1 <= saved["epoch"] < LONG_EPOCHS
     resumed = CliRunner().invoke(app, ["train", "--resume", str(run_dir), "--quiet"])
     assert resumed.exit_code == 0, resumed.output
-    assert len(list(csv.DictReader((run_dir / "metrics.csv").open()))) == 30
-    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["global_step"] == 30 * 5
+    assert len(list(csv.DictReader((run_dir / "metrics.csv").open()))) == LONG_EPOCHS
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["global_step"] == LONG_EPOCHS * 5
 
 
 def _wait_for_run_checkpoint(runs_root: Path, job: subprocess.Popen) -> None:
@@ -221,4 +222,5 @@ def test_a_killed_rank_ends_the_job_with_a_message(odd_data_root: Path, tmp_path
     finally:
         job.kill()
     assert job.returncode != 0
-    assert "Signal 9 (SIGKILL) received by PID" in stderr and "local_rank: 1" in stderr
+    assert "Signal 9 (SIGKILL) received by PID" in stderr and "local_rank: 1" in stderr  # torchrun's summary
+    assert "error: rank 0 stops: another process of this torchrun job ended or stopped answering" in stderr

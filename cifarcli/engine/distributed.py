@@ -27,7 +27,7 @@ from torch import nn
 
 from cifarcli.engine.loop import EpochStats, EpochTotals
 from cifarcli.engine.predict import Predictions, predict
-from cifarcli.errors import ConfigError, UsageError
+from cifarcli.errors import ConfigError, RunError, UsageError
 
 # A collective that waits longer than this (a peer lost mid-run, stuck or killed) fails the job
 # instead of hanging it; torchrun then stops the other ranks. Long enough for rank 0 to write
@@ -110,8 +110,28 @@ def process_group(device: torch.device) -> Iterator[DistContext]:
     dist.init_process_group(backend, timeout=PROCESS_GROUP_TIMEOUT, **init)
     try:
         yield current()
+    except RuntimeError as exc:
+        if _lost_peer(exc):
+            raise RunError(
+                f"rank {dist.get_rank()} stops: another process of this torchrun job ended or stopped answering ({_first_line(exc)})",
+                hint="that process's own error is shown above (torchrun's summary names its rank); "
+                "a run with a checkpoint continues with: cifar train --resume RUN_DIR",
+            ) from exc
+        raise
     finally:
         dist.destroy_process_group()
+
+
+def _lost_peer(exc: RuntimeError) -> bool:
+    """Whether a collective failed because a peer went away or timed out (not a bug in this process)."""
+    text = str(exc)
+    return isinstance(exc, dist.DistError) or any(
+        mark in text for mark in ("Connection closed by peer", "Connection reset by peer", "Timed out", "timed out", "NCCL")
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)[:200]
 
 
 def rank_batch_size(global_batch: int, ctx: DistContext) -> int:
