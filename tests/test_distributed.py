@@ -125,10 +125,18 @@ def test_nproc_with_seeds_is_refused_in_one_line() -> None:
     assert result.stderr.splitlines()[0] == "error: --nproc cannot be combined with --seeds: each seed is its own run"
 
 
-def test_nproc_with_a_batch_that_does_not_split_is_refused_before_starting(tmp_path: Path) -> None:
-    result = CliRunner().invoke(app, ["train", "--nproc", "3", *RECIPE, "--set", f"run.root={tmp_path}"])
+@pytest.mark.parametrize(
+    ("nproc", "setting", "message"),
+    [
+        ("3", "data.batch_size=32", "error: data.batch_size: 32 does not divide by the 3 processes"),
+        ("2", "train.sync_batchnorm=true", "error: train.sync_batchnorm: PyTorch synchronises BatchNorm on GPUs only"),
+        ("2", "train.nonfinite_loss=skip", "error: train.nonfinite_loss: skip decides per process"),
+    ],
+)
+def test_nproc_refuses_what_the_processes_cannot_train_before_starting(tmp_path: Path, nproc: str, setting: str, message: str) -> None:
+    result = CliRunner().invoke(app, ["train", "--nproc", nproc, *RECIPE, "--set", setting, "--set", f"run.root={tmp_path}"])
     assert result.exit_code == 2, result.output
-    assert result.stderr.startswith("error: data.batch_size: 32 does not divide by the 3 processes")
+    assert result.stderr.startswith(message)
     assert not list(tmp_path.iterdir())
 
 
@@ -211,6 +219,24 @@ def _wait_for_run_checkpoint(runs_root: Path, job: subprocess.Popen) -> None:
     while not any(runs_root.glob("*/checkpoints/last.pt")):
         assert job.poll() is None and time.monotonic() < deadline, "the job ended or stalled before its first checkpoint"
         time.sleep(0.05)
+
+
+def test_ctrl_c_on_nproc_stops_every_process_with_a_resumable_checkpoint(odd_data_root: Path, tmp_path: Path) -> None:
+    """Ctrl-C in a terminal reaches the whole foreground group: cifar, torchrun and every rank."""
+    args = [*RECIPE, "--set", f"train.epochs={LONG_EPOCHS}", "--set", "train.sync_every_steps=1", *_where(odd_data_root, tmp_path)]
+    job = subprocess.Popen([sys.executable, "-m", "cifarcli", "train", "--nproc", "2", "--quiet", *args], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True)  # fmt: skip
+    try:
+        _wait_for_run_checkpoint(tmp_path, job)
+        os.killpg(job.pid, signal.SIGINT)
+        _, stderr = job.communicate(timeout=JOB_TIMEOUT_S)
+    finally:
+        job.kill()
+    assert job.returncode == 130, stderr[-3000:]
+    run_dir = _only_run(tmp_path)
+    assert f"hint: continue with: cifar train --resume {run_dir}" in stderr
+    assert stderr.count("error: stopped by SIGINT at epoch") == 1  # rank 0 alone says it
+    assert 1 <= load_checkpoint(run_dir / "checkpoints" / "last.pt", for_resume=True)["epoch"] < LONG_EPOCHS
 
 
 def test_a_killed_rank_ends_the_job_with_a_message(odd_data_root: Path, tmp_path: Path) -> None:

@@ -33,13 +33,6 @@ def check_nproc(nproc: int, seeds: Optional[str]) -> None:
                          hint="drop --nproc: torchrun's --nproc_per_node sets the number of processes")  # fmt: skip
 
 
-def check_global_batch(batch_size: int, nproc: int) -> None:
-    """Fail before any process starts when data.batch_size (the global batch) does not split into N shares."""
-    from cifarcli.engine.distributed import DistContext, rank_batch_size
-
-    rank_batch_size(batch_size, DistContext(world_size=nproc))
-
-
 def forwarded_arguments(argv: list[str]) -> list[str]:
     """The command line (less the program) without `--nproc N` / `--nproc=N`."""
     kept, skip = [], False
@@ -87,8 +80,8 @@ def run_under_torchrun(nproc: int, argv: list[str]) -> int:
     if signalled:
         note_interrupt_reported()  # the processes said where their state was saved
         return INTERRUPTED_EXIT_CODE
-    raise RunError(f"the {nproc} training processes ended with an error (torchrun exit code {code}); "
-                   "the lines above name the process and its error",
+    raise RunError(f"torchrun ended with exit code {code}: one of the {nproc} processes failed or was stopped; "
+                   "the lines above say which and why",
                    hint=f"fix it and start again; a run folder with a checkpoint continues with: cifar train --resume RUN_DIR --nproc {nproc}")  # fmt: skip
 
 

@@ -80,9 +80,8 @@ def _train_and_print(
     from cifarcli.commands.evaluation import print_summary
     from cifarcli.commands.progress import TrainingDisplay, make_console, print_written
     from cifarcli.commands.training import run_training
-    from cifarcli.models import render_summary
-
     from cifarcli.engine.distributed import SINGLE
+    from cifarcli.models import render_summary
 
     ranks = ranks or SINGLE
     quiet = quiet or not ranks.is_main  # under torchrun rank 0 alone prints
@@ -140,11 +139,14 @@ def _train_in_processes(
     """`--nproc N`: this command line again as N torchrun processes; exits with their exit code."""
     import sys
 
-    from cifarcli.commands.multiprocess import check_global_batch, check_nproc, run_under_torchrun
+    from cifarcli.commands.multiprocess import check_nproc, run_under_torchrun
 
     check_nproc(nproc, seeds)
-    if resume is None:  # a config error or a batch that does not split is told once, before any process starts
-        check_global_batch(resolve_config(config, overrides, False).data.batch_size, nproc)
+    if resume is None:  # a config error or a setting N processes cannot train with is told once, before they start
+        from cifarcli.commands import compose
+
+        cfg = resolve_config(config, overrides, False)
+        compose.check_for_ranks(cfg, compose.device_for(cfg), nproc)
     raise typer.Exit(run_under_torchrun(nproc, sys.argv[1:]))
 
 

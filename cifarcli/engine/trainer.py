@@ -211,8 +211,9 @@ def fit(
                 if main:
                     save_checkpoint(last, checkpoint_state(state, checkpoint_extra))
                 callbacks.on_train_end()
+                by = signalled.signal_name or "a signal to another process"  # under torchrun: to another rank
                 raise Interrupted(
-                    f"stopped by {signalled.signal_name or 'a signal to another process'} at epoch {epoch + 1}, step {stats.batches_done} of {steps_per_epoch}; "
+                    f"stopped by {by} at epoch {epoch + 1}, step {stats.batches_done} of {steps_per_epoch}; "
                     f"state saved to {last}",
                     hint=f"continue with: cifar train --resume {files.run_dir}",
                 )

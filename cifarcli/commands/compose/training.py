@@ -13,7 +13,7 @@ from cifarcli import runs
 from cifarcli.commands.compose.data import DataBundle, steps_per_epoch
 from cifarcli.commands.compose.device import precision_facts, run_autocast, run_precision
 from cifarcli.config import ExperimentConfig
-from cifarcli.engine.distributed import SINGLE, DistContext, wrap_model
+from cifarcli.engine.distributed import SINGLE, DistContext, rank_batch_size, wrap_model
 from cifarcli.engine.ema import ModelEMA
 from cifarcli.engine.lookahead import Lookahead
 from cifarcli.engine.loop import StepSettings, TrainState
@@ -47,19 +47,24 @@ def build_train_state(
 
 
 def for_ranks(cfg: ExperimentConfig, model: nn.Module, device: torch.device, ranks: DistContext) -> nn.Module:
-    """The model as several ranks train it: BatchNorm synchronised across them with train.sync_batchnorm.
-    Checks the settings that cannot work across ranks."""
-    if not ranks.is_distributed:
+    """The model as several ranks train it: BatchNorm synchronised across them with train.sync_batchnorm."""
+    check_for_ranks(cfg, device, ranks.world_size)
+    if not ranks.is_distributed or not cfg.train.sync_batchnorm:
         return model
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def check_for_ranks(cfg: ExperimentConfig, device: torch.device, world_size: int) -> None:
+    """Refuse the settings `world_size` processes cannot train with (`--nproc` asks before starting them)."""
+    rank_batch_size(cfg.data.batch_size, DistContext(world_size=world_size))
+    if world_size == 1:
+        return
     if cfg.train.nonfinite_loss == "skip":
         raise ConfigError("train.nonfinite_loss: skip decides per process, so the processes would part ways under torchrun",
                           hint="use --set train.nonfinite_loss=stop with several processes")  # fmt: skip
-    if not cfg.train.sync_batchnorm:
-        return model
-    if device.type != "cuda":
+    if cfg.train.sync_batchnorm and device.type != "cuda":
         raise ConfigError("train.sync_batchnorm: PyTorch synchronises BatchNorm on GPUs only, this run is on the CPU",
                           hint="set --set train.sync_batchnorm=false, or run on CUDA")  # fmt: skip
-    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
 def step_settings(cfg: ExperimentConfig, device: torch.device) -> StepSettings:
