@@ -188,21 +188,22 @@ def any_rank(flag: bool, ctx: DistContext) -> bool:
 
 
 class AgreedStop:
-    """The stop flag every rank agrees on: the local signal flag (`local`), combined across ranks
-    every `every_checks` calls (the loop's read-back interval), so all ranks stop after the same step."""
+    """The stop flag every rank agrees on: the local signal flag (`local`), combined across ranks at
+    the global steps where the loop reads its losses back (every `every_steps`, `step()` being the
+    global step), so that all ranks stop after the same step and the step gains no sync of its own."""
 
-    def __init__(self, local: Callable[[], bool], ctx: DistContext, every_checks: int) -> None:
-        self.local, self.ctx, self.every = local, ctx, max(1, every_checks)
-        self.checks = 0
+    def __init__(self, local: Callable[[], bool], ctx: DistContext, every_steps: int, step: Callable[[], int]) -> None:
+        self.local, self.ctx, self.every, self.step = local, ctx, max(1, every_steps), step
+        self.checked_step = -1
         self.agreed = False
 
     def __call__(self) -> bool:
         if not self.ctx.is_distributed:
             return self.local()
-        if not self.agreed:
-            self.checks += 1
-            if self.checks % self.every == 0:
-                self.agreed = any_rank(self.local(), self.ctx)
+        step = self.step()
+        if not self.agreed and step % self.every == 0 and step != self.checked_step:
+            self.checked_step = step
+            self.agreed = any_rank(self.local(), self.ctx)
         return self.agreed
 
 

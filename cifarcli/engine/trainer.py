@@ -192,7 +192,7 @@ def fit(
     ranks, main = settings.dist, settings.dist.is_main
     with StopRequest(second_stops_now=not ranks.is_distributed) as signalled:
         every = 1 if settings.step.skip_nonfinite else settings.step.sync_every_steps
-        stop = AgreedStop(signalled, ranks, every)
+        stop = AgreedStop(signalled, ranks, every, lambda: state.global_step)
         for epoch in range(state.epoch, settings.epochs):
             if _target_stops_run(state, settings):  # reached before an interruption: nothing left to train
                 break
