@@ -30,7 +30,7 @@ from cifarcli.errors import ConfigError
 
 TEST_IMAGES = 99
 JOB_TIMEOUT_S = 240  # a hung job fails the test instead of hanging the suite
-LONG_EPOCHS = 12  # long enough to signal a rank mid-run, short enough to resume quickly
+LONG_EPOCHS = 10  # long enough to signal a rank mid-run, short enough to resume quickly
 # Tiny and fast: the MLP, one core per process, no TensorBoard. Without augmentation a 2-process
 # step sees the very images of the 1-process step, so the two runs' figures agree.
 RECIPE = ["-c", "smoke", "--set", "model.name=mlp", "--set", "run.tensorboard=false", "--set", "train.epochs=1",
@@ -225,7 +225,7 @@ def _wait_for_run_checkpoint(runs_root: Path, job: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
-def test_ctrl_c_on_nproc_stops_every_process_with_a_resumable_checkpoint(odd_data_root: Path, tmp_path: Path) -> None:
+def test_ctrl_c_on_nproc_stops_every_process_resumably_and_two_processes_resume(odd_data_root: Path, tmp_path: Path) -> None:
     """Ctrl-C in a terminal reaches the whole foreground group: cifar, torchrun and every rank."""
     args = [*RECIPE, "--set", f"train.epochs={LONG_EPOCHS}", "--set", "train.sync_every_steps=1", *_where(odd_data_root, tmp_path)]
     job = subprocess.Popen([sys.executable, "-m", "cifarcli", "train", "--nproc", "2", "--quiet", *args], stdout=subprocess.PIPE,
@@ -241,6 +241,11 @@ def test_ctrl_c_on_nproc_stops_every_process_with_a_resumable_checkpoint(odd_dat
     assert f"hint: continue with: cifar train --resume {run_dir}" in stderr
     assert stderr.count("error: stopped by SIGINT at epoch") == 1  # rank 0 alone says it
     assert 1 <= load_checkpoint(run_dir / "checkpoints" / "last.pt", for_resume=True)["epoch"] < LONG_EPOCHS
+    resumed = subprocess.run([sys.executable, "-m", "cifarcli", "train", "--resume", str(run_dir), "--nproc", "2", "--quiet"],
+                             capture_output=True, text=True, timeout=JOB_TIMEOUT_S, env=_env())  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(list(csv.DictReader((run_dir / "metrics.csv").open()))) == LONG_EPOCHS
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["global_step"] == LONG_EPOCHS * 5
 
 
 def test_a_killed_rank_ends_the_job_with_a_message(odd_data_root: Path, tmp_path: Path) -> None:
