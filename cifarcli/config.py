@@ -279,6 +279,7 @@ class TrainConfig(Section):
     target_accuracy: Optional[float] = Field(None, gt=0.0, le=1.0, description="Record the first epoch and wall time at which accuracy on target_split reached this (e.g. 0.9), and the epoch from which it stayed there; null = off.")
     target_split: Literal["val", "test"] = Field("val", description="Split whose accuracy target_accuracy watches: val (the held-out split) or test (scored after every epoch; for reproducing a published time-to-target only).")
     stop_at_target: bool = Field(False, description="End the run at the first epoch that reaches target_accuracy (checkpoints and evaluation as usual).")
+    sync_batchnorm: bool = Field(False, description="Under torchrun with several GPUs: BatchNorm statistics over the global batch (SyncBatchNorm) instead of each process's share; no effect in one process.")
 
     @field_validator("amp", mode="before")
     @classmethod

@@ -393,7 +393,7 @@ def test_out_of_gpu_memory_in_evaluation_names_the_eval_batch_size(smoke_run: Pa
     def oom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr("cifarcli.commands.compose.model.predict", oom)
+    monkeypatch.setattr("cifarcli.engine.distributed.predict", oom)  # evaluation predicts through predict_across_ranks
     result = runner.invoke(app, ["evaluate", str(run), "--quiet"])
     FAULTS["CUDA OOM"] += 1
     assert result.exit_code == 1, result.output

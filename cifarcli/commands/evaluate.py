@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -30,21 +31,26 @@ def evaluate(
     from cifarcli.commands import compose
     from cifarcli.commands.evaluation import build_eval_data, evaluate_split, print_summary, write_evaluation
     from cifarcli.commands.progress import make_console, make_reporter, print_written
-    from cifarcli.reporting import track
+    from cifarcli.reporting import SILENT, track
 
     trained = resolve_trained_run(target, config, overrides, print_config, ema)
     path, checkpoint, cfg = trained.path, trained.checkpoint, trained.cfg
     run_dir = runs.run_dir_of(path)
-    with runs.locked(run_dir):
+    # Under torchrun each process scores a share of the split and rank 0 writes (see engine.distributed).
+    with compose.joined_ranks(cfg) as ranks, runs.locked(run_dir) if ranks.is_main else contextlib.nullcontext():
         device = compose.device_for(cfg)
-        reporter = make_reporter(quiet)
+        reporter = make_reporter(quiet) if ranks.is_main else SILENT
         data = build_eval_data(cfg, device, reporter=reporter)
         compose.check_checkpoint_classes(checkpoint, data.labels, path)
         run = compose.load_trained_model(path, cfg, device, use_ema=ema, checkpoint=checkpoint)
         with compose.out_of_memory_as_error(cfg.data.eval_batch_size, "data.eval_batch_size"), \
                 reporter.task(f"evaluate {data.split}", total=len(data.indices), unit="img") as task:
-            summary, matrix, rows = evaluate_split(run, replace(data, loader=track(data.loader, task)), cfg.eval)
+            # under torchrun each rank slices the loader by batch count, so it stays the loader itself there
+            loader = data.loader if ranks.is_distributed else track(data.loader, task)
+            summary, matrix, rows = evaluate_split(run, replace(data, loader=loader), cfg.eval)
         summary["ema"] = ema
+        if not ranks.is_main:
+            return
         written = write_evaluation(run_dir, summary, matrix, rows, data.labels.class_names)
     stdout = make_console(stderr=False)
     if not quiet and len(data.labels.class_names) <= 20:

@@ -28,6 +28,14 @@ LrFromOption = Annotated[
 ]  # fmt: skip
 
 
+def _refuse_torchrun() -> None:
+    from cifarcli.engine.distributed import launched_by_torchrun
+
+    if launched_by_torchrun():
+        raise UsageError("lr-find runs in one process, not under torchrun",
+                         hint="run `cifar lr-find` without torchrun, with data.batch_size set to the global batch you will train with")  # fmt: skip
+
+
 def lr_find(
     config: ConfigOption = None,
     overrides: SetOption = None,
@@ -39,6 +47,7 @@ def lr_find(
     Example: cifar lr-find -c cifar100-resnet34 --set lr_find.end_lr=1
     """
     cfg = resolve_config(config, overrides, print_config)  # before the heavy imports: --print-config stays fast
+    _refuse_torchrun()
     from cifarcli import runs
     from cifarcli.commands import compose
     from cifarcli.commands.lr_find_results import LR_FIND_PNG, suggestion_table, write_lr_find

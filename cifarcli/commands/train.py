@@ -20,6 +20,7 @@ EXTEND_SCHEDULES = ("stretch", "continue")  # --extend-schedule: see _extended
 if TYPE_CHECKING:
     from cifarcli.config import ExperimentConfig
     from cifarcli.commands.training import TrainingOutcome
+    from cifarcli.engine.distributed import DistContext
     from cifarcli.engine.loop import TrainState
 
 
@@ -32,11 +33,14 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final results.")] = False,
     lr_from: LrFromOption = None,
     seeds: Annotated[Optional[str], typer.Option("--seeds", metavar="SEEDS", help="Train once per seed (e.g. 0,1,2 or 0-4), each in its own run folder, and print the mean, std, min and max.")] = None,
+    nproc: Annotated[Optional[int], typer.Option("--nproc", min=1, max=1024, metavar="N", help="Train as N processes under torchrun (DistributedDataParallel; one GPU each on CUDA). data.batch_size is the global batch.")] = None,
 ) -> None:
     """Train a model (downloads the data first if missing).
 
     Example: cifar train -c cifar100-resnet34 --set train.epochs=30
     """
+    if nproc is not None and not print_config:
+        _train_in_processes(nproc, config, overrides, resume, seeds)
     if seeds is not None:
         if resume is not None:
             raise UsageError("--seeds starts new runs; it cannot be combined with --resume",
@@ -48,7 +52,8 @@ def train(
         if resume is not None:
             resume = runs.resolve_run(resume)
             epochs = _epochs_to_extend_to(resume, config, overrides, lr_from)
-            held.enter_context(runs.locked(resume))
+            if _is_main_process():  # under torchrun rank 0 holds the lock for the job
+                held.enter_context(runs.locked(resume))
             cfg, saved = _resumed_run(resume)
             extended = epochs is not None and epochs != cfg.train.epochs
             if extended:
@@ -72,15 +77,16 @@ def train(
                 print_config_and_exit(cfg, print_config)
             saved, extended = None, False
 
+        ranks = _join_ranks(cfg, held, seeds)
         if seeds is not None:
             _train_seeds(cfg, seed_list, quiet)
             return
-        _train_and_print(cfg, quiet, resume, saved, extend_schedule if resume is not None and extended else None)
+        _train_and_print(cfg, quiet, resume, saved, extend_schedule if resume is not None and extended else None, ranks)
 
 
 def _train_and_print(
     cfg: ExperimentConfig, quiet: bool, resume: Optional[Path] = None, saved: Optional[dict[str, Any]] = None,
-    extension: Optional[str] = None,
+    extension: Optional[str] = None, ranks: DistContext | None = None,
 ) -> TrainingOutcome:
     """One run (a new one, or `resume` continued from `saved`, extended with the `extension`
     schedule when given) with its console output, start to summary."""
@@ -90,8 +96,11 @@ def _train_and_print(
     from cifarcli.commands.console_reporter import ConsoleReporter
     from cifarcli.commands.progress import TrainingDisplay, make_console, print_written
     from cifarcli.commands.training import run_training
+    from cifarcli.engine.distributed import SINGLE
     from cifarcli.models import render_summary
 
+    ranks = ranks or SINGLE
+    quiet = quiet or not ranks.is_main  # under torchrun rank 0 alone prints
     console = make_console(quiet)
 
     def announce(run_dir: Path, state: TrainState) -> None:
@@ -109,7 +118,9 @@ def _train_and_print(
     reporter = ConsoleReporter(console)
     outcome = run_training(cfg, new_run_dir, TrainingDisplay(reporter, cfg.data.batch_size), resume_from=saved,
                            reporter=reporter, on_start=announce, lock_run_dir=resume is None,
-                           extended=extension is not None)  # fmt: skip
+                           extended=extension is not None, ranks=ranks)  # fmt: skip
+    if not ranks.is_main:
+        return outcome
     run_dir = outcome.run_dir
     print_summary(make_console(stderr=False), outcome.test_summary, f"test set, best checkpoint ({outcome.fit.best_checkpoint.name})")
     if outcome.target is not None:
@@ -120,6 +131,43 @@ def _train_and_print(
     if cfg.run.tensorboard:
         typer.echo(f"      tensorboard --logdir {escape.terminal(run_dir / runs.TENSORBOARD_DIR)}")
     return outcome
+
+
+def _is_main_process() -> bool:
+    from cifarcli.engine.distributed import env_rank
+
+    return env_rank() == 0
+
+
+def _join_ranks(cfg: ExperimentConfig, held: contextlib.ExitStack, seeds: Optional[str]) -> DistContext:
+    """Under torchrun: join its process group for the rest of the command (world 1 otherwise)."""
+    from cifarcli.commands import compose
+    from cifarcli.commands.multiprocess import quiet_interruption
+    from cifarcli.engine.distributed import launched_by_torchrun
+
+    if launched_by_torchrun() and seeds is not None:
+        raise UsageError("--seeds trains runs one after another; under torchrun train one run (one seed) per job",
+                         hint="drop --seeds and set the seed: --set train.seed=S")  # fmt: skip
+    ranks = held.enter_context(compose.joined_ranks(cfg))
+    held.enter_context(quiet_interruption(ranks.is_main))
+    return ranks
+
+
+def _train_in_processes(
+    nproc: int, config: Optional[Path], overrides: Optional[list[str]], resume: Optional[Path], seeds: Optional[str]
+) -> None:
+    """`--nproc N`: this command line again as N torchrun processes; exits with their exit code."""
+    import sys
+
+    from cifarcli.commands.multiprocess import check_nproc, run_under_torchrun
+
+    check_nproc(nproc, seeds)
+    if resume is None:  # a config error or a setting N processes cannot train with is told once, before they start
+        from cifarcli.commands import compose
+
+        cfg = resolve_config(config, overrides, False)
+        compose.check_for_ranks(cfg, compose.device_for(cfg), nproc)
+    raise typer.Exit(run_under_torchrun(nproc, sys.argv[1:]))
 
 
 def _train_seeds(cfg: ExperimentConfig, seeds: list[int], quiet: bool) -> None:

@@ -4,13 +4,16 @@ No DataLoader workers and no PIL: each epoch is one seeded permutation on the de
 each batch is gathered, augmented and normalised with tensor ops.
 
 Sharding for distributed training: every rank draws the same permutation and takes the
-positions `rank::world_size` of it, so the shards are disjoint.
-- `drop_last=False` (evaluation): the shards together cover every image exactly once; ranks'
-  image counts differ by at most one, so their batch counts may differ by one. Reduce
-  metrics across ranks after the loop, not per batch.
-- `drop_last=True` (training): every rank yields the same number of full batches,
+positions `rank::world_size` of it, so the shards are disjoint, and batch j of each rank holds
+its share of the global batch j of one process (`batch_size` is the per-rank share).
+- `drop_last=False`: the shards together cover every image exactly once; ranks' image counts
+  differ by at most one, so their batch counts differ when the last global batch holds fewer
+  images than there are ranks (training refuses that case: every rank must take each step).
+- `drop_last=True`: every rank yields the same number of full batches,
   `(N // world_size) // batch_size`; the few images left over (fewer than
   world_size * (batch_size + 1)) are skipped, different ones each epoch.
+Evaluation loaders are not sharded: each rank predicts a contiguous run of whole batches of
+the full, in-order loader (engine.distributed.predict_across_ranks).
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ from torch import nn
 
 from cifarcli.engine.callbacks import TrainCallbacks
 from cifarcli.engine.checkpoint import capture_rng_state, copy_checkpoint, restore_rng_state, save_checkpoint
+from cifarcli.engine.distributed import SINGLE, AgreedStop, DistContext, barrier, combine_epoch_stats, combine_totals, predict_across_ranks
 from cifarcli.engine.loop import Batches, EpochStats, EpochTotals, StepSettings, TrainState, train_one_epoch
-from cifarcli.engine.predict import Predictions, predict
+from cifarcli.engine.predict import Predictions
 from cifarcli.engine.target import time_to_target
 from cifarcli import escape
 from cifarcli.errors import CheckpointError, Interrupted, StorageError
@@ -55,6 +56,9 @@ class FitSettings:
     target_accuracy: Optional[float] = None  # train.target_accuracy
     target_split: str = "val"  # "val", or "test": then the test loader is scored after every epoch
     stop_at_target: bool = False
+    # The ranks of a torchrun job: rank 0 alone writes; stop flags, epoch figures and predictions are
+    # combined over all of them.
+    dist: DistContext = SINGLE
 
 
 @dataclass(frozen=True)
@@ -138,7 +142,10 @@ def _restore(state: TrainState, saved: dict[str, Any]) -> None:
 class StopRequest:
     """Turns SIGINT/SIGTERM into a flag checked between steps, so a run can save and stop cleanly."""
 
-    def __init__(self) -> None:
+    def __init__(self, second_stops_now: bool = True) -> None:
+        # Under torchrun a Ctrl-C reaches a rank twice (from the terminal, then forwarded by torchrun,
+        # which kills what is left after 30 s): there the repeat is not a request to stop at once.
+        self.second_stops_now = second_stops_now
         self.signal_name: Optional[str] = None
         self._previous: dict[int, Any] = {}
 
@@ -153,7 +160,7 @@ class StopRequest:
             signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self.signal_name is not None:  # a second Ctrl-C: stop now
+        if self.signal_name is not None and self.second_stops_now:  # a second Ctrl-C: stop now
             raise KeyboardInterrupt
         self.signal_name = signal.Signals(signum).name
 
@@ -187,7 +194,10 @@ def fit(
     fixed_batches = _take_batches(train_loader, settings.overfit_batches) if settings.overfit_batches else None
     steps_per_epoch = len(fixed_batches) if fixed_batches is not None else len(train_loader)
     callbacks.on_train_start(state, settings.epochs, steps_per_epoch)
-    with StopRequest() as stop:
+    ranks, main = settings.dist, settings.dist.is_main
+    with StopRequest(second_stops_now=not ranks.is_distributed) as signalled:
+        every = 1 if settings.step.skip_nonfinite else settings.step.sync_every_steps
+        stop = AgreedStop(signalled, ranks, every, lambda: state.global_step)
         for epoch in range(state.epoch, settings.epochs):
             if _target_stops_run(state, settings):  # reached before an interruption: nothing left to train
                 break
@@ -202,28 +212,34 @@ def fit(
             stats = train_one_epoch(state, batches, settings.step, callbacks.on_step, stop, callbacks.on_losses)
             if stats.interrupted:
                 state.batch_in_epoch = stats.batches_done
-                save_checkpoint(last, checkpoint_state(state, checkpoint_extra))
+                state.epoch_totals = combine_totals(state.epoch_totals, ranks)  # the checkpoint keeps every rank's sums
+                if main:
+                    save_checkpoint(last, checkpoint_state(state, checkpoint_extra))
                 callbacks.on_train_end()
+                by = signalled.label if signalled.signal_name else "a signal to another process"  # under torchrun: to another rank
                 raise Interrupted(
-                    f"stopped by {stop.label} at epoch {epoch + 1}, step {stats.batches_done} of {steps_per_epoch}; "
+                    f"stopped by {by} at epoch {epoch + 1}, step {stats.batches_done} of {steps_per_epoch}; "
                     f"state saved to {last}",
                     hint=f"continue with: cifar train --resume {files.run_dir}",
                 )
             state.batch_in_epoch = 0
             state.epoch = epoch + 1
+            stats = combine_epoch_stats(stats, ranks)
             row, is_best, val = _finish_epoch(state, stats, val_loader, settings, test_loader, time.perf_counter() - wall_started)
-            _write_metrics(files, state.history, metric_columns(state.ema is not None, _watches_test(settings)))
-            if is_best:  # best.pt first: a kill before last.pt replays this epoch, which writes both again
-                save_checkpoint(best, checkpoint_state(state, checkpoint_extra))
-                copy_checkpoint(best, last)
-            else:
-                save_checkpoint(last, checkpoint_state(state, checkpoint_extra))
+            if main:
+                _write_metrics(files, state.history, metric_columns(state.ema is not None, _watches_test(settings)))
+                if is_best:  # best.pt first: a kill before last.pt replays this epoch, which writes both again
+                    save_checkpoint(best, checkpoint_state(state, checkpoint_extra))
+                    copy_checkpoint(best, last)
+                else:
+                    save_checkpoint(last, checkpoint_state(state, checkpoint_extra))
             if val is not None:
                 callbacks.on_validation(state.epoch, val)
             callbacks.on_epoch_end(row, is_best)
             if _target_stops_run(state, settings):
                 break
     callbacks.on_train_end()
+    barrier(ranks)  # rank 0's checkpoints are written before any rank reads best.pt back
     return FitResult(last_checkpoint=last, best_checkpoint=best if best.exists() else last, history=state.history)
 
 
@@ -250,10 +266,11 @@ def _finish_epoch(
 ) -> tuple[dict[str, float], bool, Optional[Predictions]]:  # fmt: skip
     """Validate (and score the test split when the target watches it), record the epoch's row in the
     history; returns it, whether it is the best so far, and the validation predictions."""
-    autocast = settings.step.autocast
-    val = predict(state.forward, val_loader, autocast) if val_loader is not None else None
-    test = predict(state.forward, test_loader, autocast) if _watches_test(settings) and test_loader is not None else None
-    ema_val = predict(state.ema.module, val_loader, autocast) if (val_loader is not None and state.ema) else None
+    autocast, ranks = settings.step.autocast, settings.dist
+    val = predict_across_ranks(state.forward, val_loader, ranks, autocast) if val_loader is not None else None
+    watched = _watches_test(settings) and test_loader is not None
+    test = predict_across_ranks(state.forward, test_loader, ranks, autocast) if watched else None
+    ema_val = predict_across_ranks(state.ema.module, val_loader, ranks, autocast) if (val_loader is not None and state.ema) else None
     row = {
         "epoch": state.epoch,
         "train_loss": stats.loss,

@@ -15,6 +15,7 @@ from cifarcli.data.cache import CifarArrays
 from cifarcli.data.loader import DeviceLoader
 from cifarcli.data.prepare import load_dataset
 from cifarcli.data.split import stratified_split
+from cifarcli.engine.distributed import SINGLE, DistContext, check_even_last_batch, rank_batch_size
 from cifarcli.reporting import SILENT, Reporter
 
 
@@ -72,16 +73,23 @@ def eval_loader(
                         mean=arrays.mean, std=arrays.std, device=device, channels_last=use_channels_last(cfg))  # fmt: skip
 
 
-def build_data(cfg: ExperimentConfig, device: torch.device, reporter: Reporter = SILENT) -> DataBundle:
-    """Load (downloading if needed) the data set and build the train, validation and test loaders."""
+def build_data(cfg: ExperimentConfig, device: torch.device, reporter: Reporter = SILENT, ranks: DistContext = SINGLE) -> DataBundle:
+    """Load (downloading if needed) the data set and build the train, validation and test loaders.
+
+    With several `ranks` the training loader serves this rank's shard of every epoch, in batches
+    of its share of `data.batch_size` (the global batch); the evaluation loaders hold every image.
+    """
     arrays = load_dataset(cfg.data, reporter=reporter)
     labels = select_labels(arrays, cfg.data.label_mode)
     train_idx, val_idx = stratified_split(labels.train, cfg.data.val_fraction, cfg.data.split_seed)
     images = np.asarray(arrays.train_images)
+    batch_size = rank_batch_size(cfg.data.batch_size, ranks)
+    check_even_last_batch(len(train_idx), cfg.data.batch_size, cfg.data.drop_last, ranks)
     train = DeviceLoader(
-        images[train_idx], labels.train[train_idx], batch_size=cfg.data.batch_size, augment=cfg.augment,
+        images[train_idx], labels.train[train_idx], batch_size=batch_size, augment=cfg.augment,
         shuffle=True, drop_last=cfg.data.drop_last, seed=cfg.train.seed, num_classes=labels.num_classes,
         mean=arrays.mean, std=arrays.std, device=device, channels_last=use_channels_last(cfg),
+        rank=ranks.rank, world_size=ranks.world_size,
     )  # fmt: skip
     val = eval_loader(cfg, arrays, images[val_idx], labels.train[val_idx], labels.num_classes, device) if len(val_idx) else None
     test = eval_loader(cfg, arrays, arrays.test_images, labels.test, labels.num_classes, device)

@@ -7,6 +7,7 @@ from typing import Any, Callable, ContextManager
 import torch
 
 from cifarcli.config import ExperimentConfig
+from cifarcli.engine.distributed import DistContext, local_device, process_group
 from cifarcli.engine.precision import Precision, make_autocast, resolve_device, resolve_precision
 
 
@@ -31,7 +32,13 @@ def run_autocast(cfg: ExperimentConfig, device: torch.device) -> Callable[[], Co
 
 
 def device_for(cfg: ExperimentConfig) -> torch.device:
-    return resolve_device(cfg.data.device)
+    """`data.device`, resolved; under torchrun on CUDA, this rank's own GPU (LOCAL_RANK)."""
+    return local_device(resolve_device(cfg.data.device))
+
+
+def joined_ranks(cfg: ExperimentConfig) -> ContextManager[DistContext]:
+    """torchrun's process group for the block, on the run's device (world 1 without torchrun)."""
+    return process_group(device_for(cfg))
 
 
 def precision_facts(cfg: ExperimentConfig, device: torch.device) -> dict[str, str]:

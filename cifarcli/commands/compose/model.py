@@ -15,7 +15,8 @@ from cifarcli.commands.compose.device import run_autocast, use_channels_last
 from cifarcli.config import ExperimentConfig
 from cifarcli.data.loader import DeviceLoader
 from cifarcli.engine.checkpoint import load_checkpoint
-from cifarcli.engine.predict import Predictions, predict
+from cifarcli.engine.distributed import current, predict_across_ranks
+from cifarcli.engine.predict import Predictions
 from cifarcli.engine.reproducibility import configure_determinism, seed_everything
 from cifarcli.errors import CheckpointError, UsageError
 from cifarcli.models import ModelImportError, build_model
@@ -91,4 +92,5 @@ def check_checkpoint_classes(checkpoint: dict[str, Any], labels: LabelSet, path:
 
 
 def run_predictions(run: LoadedRun, loader: DeviceLoader, tta_flip: bool, tta_shift: bool = False) -> Predictions:
-    return predict(run.model, loader, run_autocast(run.cfg, run.device), tta_flip=tta_flip, tta_shift=tta_shift)
+    """The model's predictions over `loader`, in order; under torchrun each rank predicts a share, all get the whole."""
+    return predict_across_ranks(run.model, loader, current(), run_autocast(run.cfg, run.device), tta_flip, tta_shift)

@@ -13,6 +13,7 @@ from cifarcli import runs
 from cifarcli.commands.compose.data import DataBundle, steps_per_epoch
 from cifarcli.commands.compose.device import precision_facts, run_autocast, run_precision
 from cifarcli.config import ExperimentConfig
+from cifarcli.engine.distributed import SINGLE, DistContext, rank_batch_size, wrap_model
 from cifarcli.engine.ema import ModelEMA
 from cifarcli.engine.lookahead import Lookahead
 from cifarcli.engine.loop import StepSettings, TrainState
@@ -20,24 +21,50 @@ from cifarcli.engine.optim import build_optimizer, torch_lr_factor
 from cifarcli.engine.precision import make_grad_scaler
 from cifarcli.engine.schedules import build_scheduler
 from cifarcli.engine.trainer import RunFiles
-from cifarcli.errors import RunError
+from cifarcli.errors import ConfigError, RunError
 from cifarcli.models import ModelSummary, freeze_norm_stats, set_backbone_trainable, summarize_model
 from cifarcli.models.init import stem_bias_freezer
 
 
-def build_train_state(cfg: ExperimentConfig, model: nn.Module, steps_per_epoch: int, device: torch.device) -> TrainState:
-    """Optimizer, per-step scheduler, grad scaler, EMA and (optionally) the compiled forward."""
+def build_train_state(
+    cfg: ExperimentConfig, model: nn.Module, steps_per_epoch: int, device: torch.device, ranks: DistContext = SINGLE
+) -> TrainState:
+    """Optimizer, per-step scheduler, grad scaler, EMA and (optionally) the compiled forward, which
+    DistributedDataParallel wraps when there are several `ranks` (the saved model stays unwrapped)."""
+    model = for_ranks(cfg, model, device, ranks)
     optimizer = build_optimizer(model, cfg.optim, cfg.data.batch_size)
     # schedule.min_lr is in optim.lr's units (optim.units), as the scheduler sees torch's LR
     factor = torch_lr_factor(cfg.optim, cfg.data.batch_size)
     schedule = cfg.schedule.model_copy(update={"min_lr": cfg.schedule.min_lr * factor}) if factor != 1 else cfg.schedule
     scheduler = build_scheduler(optimizer, schedule, steps_per_epoch, cfg.train.epochs)
     forward = torch.compile(model) if cfg.train.compile else model
+    forward = wrap_model(forward, ranks, device, find_unused_parameters=epoch_hooks(cfg) is not None)
     ema = ModelEMA(model, cfg.train.ema_decay, cfg.train.ema_every_steps) if cfg.train.ema_decay is not None else None
     every = cfg.train.lookahead_every_steps
     lookahead = Lookahead(model, every, cfg.train.lookahead_decay, steps_per_epoch * cfg.train.epochs) if every else None
     return TrainState(model=model, forward=forward, optimizer=optimizer, scheduler=scheduler,
                       scaler=make_grad_scaler(run_precision(cfg, device)), ema=ema, lookahead=lookahead)  # fmt: skip
+
+
+def for_ranks(cfg: ExperimentConfig, model: nn.Module, device: torch.device, ranks: DistContext) -> nn.Module:
+    """The model as several ranks train it: BatchNorm synchronised across them with train.sync_batchnorm."""
+    check_for_ranks(cfg, device, ranks.world_size)
+    if not ranks.is_distributed or not cfg.train.sync_batchnorm:
+        return model
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
+def check_for_ranks(cfg: ExperimentConfig, device: torch.device, world_size: int) -> None:
+    """Refuse the settings `world_size` processes cannot train with (`--nproc` asks before starting them)."""
+    rank_batch_size(cfg.data.batch_size, DistContext(world_size=world_size))
+    if world_size == 1:
+        return
+    if cfg.train.nonfinite_loss == "skip":
+        raise ConfigError("train.nonfinite_loss: skip decides per process, so the processes would part ways under torchrun",
+                          hint="use --set train.nonfinite_loss=stop with several processes")  # fmt: skip
+    if cfg.train.sync_batchnorm and device.type != "cuda":
+        raise ConfigError("train.sync_batchnorm: PyTorch synchronises BatchNorm on GPUs only, this run is on the CPU",
+                          hint="set --set train.sync_batchnorm=false, or run on CUDA")  # fmt: skip
 
 
 def step_settings(cfg: ExperimentConfig, device: torch.device) -> StepSettings:
