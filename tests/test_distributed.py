@@ -59,7 +59,7 @@ def odd_data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = folder / "odd.tar.gz"
     md5 = write_tar_gz(path, members, "cifar-10-batches-py")
     root = tmp_path_factory.mktemp("odd-root")
-    prepare_dataset(DataConfig(dataset="cifar10", root=root, source=str(path), md5=md5), progress=False)
+    prepare_dataset(DataConfig(dataset="cifar10", root=root, source=str(path), md5=md5))
     return root
 
 
@@ -160,7 +160,7 @@ def test_two_processes_train_to_the_end_with_one_process_steps(two_process_run, 
         assert float(rows[0][column]) == pytest.approx(float(single_rows[0][column]), rel=1e-4), column
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert checkpoint["global_step"] == 5 and not any(k.startswith("module.") for k in checkpoint["model"])
-    assert json.loads((run_dir / "evaluation.json").read_text())["num_images"] == TEST_IMAGES
+    assert json.loads((run_dir / "evaluations" / "best-test" / "evaluation.json").read_text())["num_images"] == TEST_IMAGES
 
 
 def test_evaluation_by_two_processes_equals_one_process(two_process_run) -> None:
@@ -169,11 +169,12 @@ def test_evaluation_by_two_processes_equals_one_process(two_process_run) -> None
     args = ["evaluate", str(run_dir), "--quiet", "--set", "data.eval_batch_size=16"]  # 7 batches: 3 on rank 0, 4 on rank 1
     one = CliRunner().invoke(app, args)
     assert one.exit_code == 0, one.output
-    single = {name: (run_dir / name).read_text() for name in files}
+    scored = run_dir / "evaluations" / "best-test"  # best.pt on the test split, no TTA
+    single = {name: (scored / name).read_text() for name in files}
     done = subprocess.run(torchrun(*args), capture_output=True, text=True, timeout=JOB_TIMEOUT_S, env=_env())
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("wrote ") == 3  # rank 0 alone writes
-    assert {name: (run_dir / name).read_text() for name in files} == single
+    assert {name: (scored / name).read_text() for name in files} == single
     assert json.loads(single["evaluation.json"])["num_images"] == TEST_IMAGES
 
 
@@ -208,7 +209,7 @@ def test_sigterm_to_one_rank_stops_every_rank_resumably_and_one_process_resumes(
     finally:
         job.kill()
     assert job.returncode != 0
-    assert "error: stopped by a signal to another process at epoch" in stderr  # rank 0 stopped for rank 1
+    assert "stopped by a signal to another process at epoch" in stderr  # rank 0 stopped for rank 1
     run_dir = _only_run(tmp_path)
     saved = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert 1 <= saved["epoch"] < LONG_EPOCHS
@@ -239,7 +240,7 @@ def test_ctrl_c_on_nproc_stops_every_process_resumably_and_two_processes_resume(
     assert job.returncode == 130, stderr[-3000:]
     run_dir = _only_run(tmp_path)
     assert f"hint: continue with: cifar train --resume {run_dir}" in stderr
-    assert stderr.count("error: stopped by SIGINT at epoch") == 1  # rank 0 alone says it
+    assert stderr.count("stopped by Ctrl-C at epoch") == 1  # rank 0 alone says it
     assert 1 <= load_checkpoint(run_dir / "checkpoints" / "last.pt", for_resume=True)["epoch"] < LONG_EPOCHS
     resumed = subprocess.run([sys.executable, "-m", "cifarcli", "train", "--resume", str(run_dir), "--nproc", "2", "--quiet"],
                              capture_output=True, text=True, timeout=JOB_TIMEOUT_S, env=_env())  # fmt: skip

@@ -17,7 +17,7 @@ from cifarcli.config import ExperimentConfig, OptimConfig, builtin_config_names,
 runner = CliRunner()
 COMMANDS = ["download", "prepare", "train", "evaluate", "lr-find", "report", "visualize-filters", "sweep", "compare",
             "landscape", "config keys", "config show"]  # fmt: skip
-USAGE = {"evaluate": "TARGET", "report": "RUN_DIR", "visualize-filters": "TARGET", "landscape": "TARGET",
+USAGE = {"evaluate": "TARGET", "report": "TARGET", "visualize-filters": "TARGET", "landscape": "TARGET",
          "compare": "TARGETS...", "config show": "NAME", "config keys": "[PREFIX]"}  # fmt: skip
 
 
