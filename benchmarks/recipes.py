@@ -7,7 +7,9 @@ One after the other on this machine, each over the given seeds:
   1e-4) under torch's OneCycleLR peaking at epoch 5 of 24 (div 100, final div 100, linear),
   batch 512, fp32, trained on all 5,085 training images, scored on the 1,017 test images.
 - every other name: `cifar train -c NAME --seeds ...` with the config as shipped (its own epochs,
-  its own validation split), scored by the command itself on the same test images.
+  its own validation split), scored by the command itself on the same test images. `NAME+KEY=VALUE`
+  (repeatable: `speedrun+train.epochs=20`) adds `--set KEY=VALUE` for that recipe alone; `--set`
+  applies to every cifar recipe (`--set data.val_fraction=0` trains on all images, as the seeds do).
 
 Printed per recipe: test top-1 mean, standard deviation, min and max over the seeds; wall
 time per run (the whole command: data preparation, training, validation, the final test
@@ -17,6 +19,8 @@ Wall times are only comparable on a quiet machine; the load average is printed w
     python benchmarks/recipes.py                                # seeds, default, speedrun; seeds 0,1,2
     python benchmarks/recipes.py --recipes seeds,seed004 --seeds 0,1,2
     python benchmarks/recipes.py --recipes speedrun --seeds 0,1,2 --json figures.json
+    python benchmarks/recipes.py --recipes seeds,default,speedrun,speedrun+train.epochs=20 --seeds 0 \
+        --set data.val_fraction=0                                # the comparison of benchmarks/RESULTS.md
 """
 
 from __future__ import annotations
@@ -92,21 +96,28 @@ def train_seeds_recipe(archive: Path, workdir: Path, seed: int, epochs: int = SE
     return accuracy, time.perf_counter() - started
 
 
-def train_cifar_recipe(archive: Path, workdir: Path, config: str, seeds: list[int], overrides: list[str]) -> tuple[list[float], float]:
-    """`cifar train -c config --seeds ...` on the subset; returns each run's test top-1 and the wall seconds per run."""
+def split_recipe(recipe: str) -> tuple[str, list[str]]:
+    """`NAME+KEY=VALUE+...` -> (NAME, [KEY=VALUE, ...]): a shipped config and the settings this recipe adds."""
+    name, *settings = recipe.split("+")
+    return name, settings
+
+
+def train_cifar_recipe(archive: Path, workdir: Path, recipe: str, seeds: list[int], overrides: list[str]) -> tuple[list[float], float]:
+    """`cifar train -c NAME --seeds ...` on the subset; returns each run's test top-1 and the wall seconds per run."""
     from typer.testing import CliRunner
 
     from cifarcli.cli import app
 
-    runs_root = workdir / "runs" / config.replace("/", "_")
-    sets = [*subset_settings(archive, workdir, runs_root), *overrides]
+    config, own_settings = split_recipe(recipe)
+    runs_root = workdir / "runs" / "".join(c if c.isalnum() or c in "-_." else "_" for c in recipe)
+    sets = [*subset_settings(archive, workdir, runs_root), *overrides, *own_settings]
     command = ["train", "-c", config, "--quiet", "--seeds", ",".join(map(str, seeds))] + [t for s in sets for t in ("--set", s)]
     before = set(runs_root.iterdir()) if runs_root.is_dir() else set()
     started = time.perf_counter()
     result = CliRunner().invoke(app, command)
     seconds = (time.perf_counter() - started) / len(seeds)
     if result.exit_code != 0:
-        raise RuntimeError(f"cifar train -c {config} failed ({result.exit_code}): {result.output.strip()}")
+        raise RuntimeError(f"cifar train -c {recipe} failed ({result.exit_code}): {result.output.strip()}")
     made = sorted(set(runs_root.iterdir()) - before)
     accuracies = [json.loads(next((run / "evaluations").glob("best-test*/evaluation.json")).read_text())["top1"] for run in made]
     return accuracies, seconds
@@ -134,14 +145,16 @@ def main() -> int:
         f = figures[-1].describe()
         print(f"{recipe}: test top-1 {', '.join(f'{a:.2%}' for a in accuracies)}; {f['seconds']:.0f} s per run (load {load:.1f})", flush=True)
 
-    print(f"\nreal CIFAR-10 subset ({args.archive.name}), seeds {seeds}, {os.cpu_count()} CPUs")
-    print(f"{'recipe':<12}{'runs':>5}{'mean':>9}{'std':>8}{'min':>9}{'max':>9}{'s/run':>8}{'x seeds time':>14}{'gain':>9}")
+    print(f"\nreal CIFAR-10 subset ({args.archive.name}), seeds {seeds}, {os.cpu_count()} CPUs, "
+          f"{len(os.sched_getaffinity(0))} usable, torch threads {torch.get_num_threads()}")
+    width = max([12, *(len(fig.recipe) + 2 for fig in figures)])
+    print(f"{'recipe':<{width}}{'runs':>5}{'mean':>9}{'std':>8}{'min':>9}{'max':>9}{'s/run':>8}{'x seeds time':>14}{'gain':>9}")
     reference = next((fig.describe() for fig in figures if fig.recipe == "seeds"), None)
     for fig in figures:
         f = fig.describe()
         ratio = f"{f['seconds'] / reference['seconds']:.2f}" if reference else "-"
         gain = f"{(f['mean'] - reference['mean']) * 100:+.1f} pt" if reference else "-"
-        print(f"{fig.recipe:<12}{len(fig.accuracies):>5}{f['mean']:>9.2%}{f['std']:>8.2%}{f['min']:>9.2%}{f['max']:>9.2%}"
+        print(f"{fig.recipe:<{width}}{len(fig.accuracies):>5}{f['mean']:>9.2%}{f['std']:>8.2%}{f['min']:>9.2%}{f['max']:>9.2%}"
               f"{f['seconds']:>8.0f}{ratio:>14}{gain:>9}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps([{**asdict(fig), **fig.describe()} for fig in figures], indent=2) + "\n")

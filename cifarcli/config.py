@@ -112,7 +112,7 @@ class DataConfig(Section):
     label_mode: Literal["fine", "coarse"] = Field("fine", description="CIFAR-100 labels: fine (100 classes) or coarse (20 superclasses). Ignored for CIFAR-10.")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of the training set held out, stratified, as the validation split.")
     split_seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the validation split (independent of train.seed).")
-    batch_size: int = Field(512, ge=1, le=65536, description="Training batch size in images.")
+    batch_size: int = Field(64, ge=1, le=65536, description="Training batch size in images.")
     eval_batch_size: int = Field(1024, ge=1, le=65536, description="Evaluation batch size in images.")
     drop_last: bool = Field(True, description="Drop the last partial training batch (evaluation always keeps it).")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Where data and model live: auto picks cuda when present.")
@@ -130,7 +130,7 @@ class ModelConfig(Section):
     identity_init: bool = Field(False, description="Start every 3x3 conv (but a whitened stem) as the identity on its first input channels.")
     bn_momentum: Optional[float] = Field(None, gt=0.0, le=1.0, description="BatchNorm running-statistics momentum (weight of the new batch); null = torch's 0.1.")
     bn_train_scale: bool = Field(True, description="Train BatchNorm scales; false holds them at 1 (only the shifts train).")
-    logit_scale: float = Field(1.0, gt=0.0, le=100.0, description="Multiply the model's logits by this (e.g. 0.125: ResNet-9 then takes large SGD learning rates); 1 = as built.")
+    logit_scale: float = Field(0.125, gt=0.0, le=100.0, description="Multiply the model's logits by this (e.g. 0.125: ResNet-9 then takes large SGD learning rates); 1 = as built.")
 
     @field_validator("name")
     @classmethod
@@ -155,13 +155,13 @@ class ModelConfig(Section):
 
 
 class OptimConfig(Section):
-    name: OptimizerName = Field("adam", description="Optimizer: " + ", ".join(OPTIMIZER_NAMES) + ".")
-    lr: float = Field(0.005, gt=0, description="Peak learning rate (the schedule scales it per step), in optim.units.")
+    name: OptimizerName = Field("sgd", description="Optimizer: " + ", ".join(OPTIMIZER_NAMES) + ".")
+    lr: float = Field(0.05, gt=0, description="Peak learning rate (the schedule scales it per step), in optim.units.")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD/RMSprop momentum.")
-    nesterov: bool = Field(False, description="Nesterov momentum (SGD only).")
+    nesterov: bool = Field(True, description="Nesterov momentum (SGD only).")
     betas: tuple[float, float] = Field((0.9, 0.999), description="Adam/AdamW betas.")
     eps: float = Field(1e-8, gt=0, description="Adam/AdamW/RMSprop epsilon.")
-    weight_decay: float = Field(1e-4, ge=0.0, description="L2 weight decay (decoupled for AdamW), in optim.units.")
+    weight_decay: float = Field(5e-4, ge=0.0, description="L2 weight decay (decoupled for AdamW), in optim.units.")
     decay_norm_and_bias: bool = Field(False, description="Also decay norm-layer weights and biases (usually exempt).")
     units: Literal["torch", "per_1024_images"] = Field("torch", description="torch: lr and weight_decay go to torch as given; per_1024_images: given per 1024 images, decoupled from batch size and momentum (see README).")
     norm_bias_lr_scale: float = Field(1.0, gt=0.0, description="LR multiplier for BatchNorm shifts (their weight decay per step stays the same).")
@@ -175,7 +175,7 @@ class OptimConfig(Section):
 
 
 class LossConfig(Section):
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Cross-entropy label smoothing.")
+    label_smoothing: float = Field(0.2, ge=0.0, lt=1.0, description="Cross-entropy label smoothing.")
     l1_weight: float = Field(0.0, ge=0.0, description="Weight of the L1 penalty on trainable conv and linear weights (0 = off).")
 
 
@@ -301,8 +301,8 @@ class TrainConfig(Section):
 
 class EvalConfig(Section):
     split: Literal["test", "val"] = Field("test", description="Which split `cifar evaluate` scores.")
-    tta_flip: bool = Field(False, description="Average predictions over the image and its horizontal flip.")
-    tta_shift: bool = Field(False, description="Also average over the image moved one pixel up-left and one down-right (with their flips when tta_flip): 6 views.")
+    tta_flip: bool = Field(True, description="Average predictions over the image and its horizontal flip.")
+    tta_shift: bool = Field(True, description="Also average over the image moved one pixel up-left and one down-right (with their flips when tta_flip): 6 views.")
     superclass: bool = Field(True, description="CIFAR-100 fine labels: also score at the 20-superclass level.")
 
 

@@ -97,7 +97,7 @@ def test_batchnorm_settings_and_frozen_scales() -> None:
 
 @pytest.mark.parametrize("name", ["resnet9", "mlp"])
 def test_logit_scale_multiplies_the_logits_and_keeps_the_state_dict(name: str) -> None:
-    plain = build_model(ModelConfig(name=name), 10).eval()
+    plain = build_model(ModelConfig(name=name, logit_scale=1.0), 10).eval()
     scaled = build_model(ModelConfig(name=name, logit_scale=0.125), 10).eval()
     assert scaled.state_dict().keys() == plain.state_dict().keys()
     scaled.load_state_dict(plain.state_dict())  # a checkpoint of either loads into the other
