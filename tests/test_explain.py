@@ -57,7 +57,12 @@ def red_left_green_right(count: int = 2) -> torch.Tensor:
 
 def model_named(name: str, num_classes: int = 10) -> nn.Module:
     torch.manual_seed(0)
-    return build_model(ModelConfig(name=name), num_classes)
+    return build_model(ModelConfig(name=name), num_classes)  # with the default recipe's logit-scale hook
+
+
+def hooks_of(model: nn.Module) -> list[tuple[list, list]]:
+    """Every module's forward and backward hooks, to check a function leaves them as they were."""
+    return [(list(m._forward_hooks.values()), list(m._backward_hooks.values())) for m in model.modules()]
 
 
 # --------------------------------------------------------------------------- Grad-CAM: known answers
@@ -106,6 +111,7 @@ def test_gradcam_works_under_no_grad_and_with_frozen_weights() -> None:
 def test_gradcam_on_registered_models_is_in_range_and_leaves_the_model_unchanged(name: str) -> None:
     model = model_named(name).train()  # the function switches to eval and back
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    hooks = hooks_of(model)
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     layer = find_layer(model, last_conv_layer_name(model))
     result = grad_cam(model, layer, images)
@@ -116,7 +122,7 @@ def test_gradcam_on_registered_models_is_in_range_and_leaves_the_model_unchanged
     assert result.probabilities.shape == (2, 10)
     assert model.training
     assert all(p.grad is None for p in model.parameters())
-    assert all(not m._forward_hooks and not m._backward_hooks for m in model.modules())
+    assert hooks_of(model) == hooks
     after = model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats untouched
 
@@ -142,22 +148,24 @@ def test_feature_maps_have_the_layers_channels(name: str, layer: str, shape: tup
 
 def test_feature_maps_are_the_layer_output_before_an_in_place_relu() -> None:
     model = model_named("simple_cnn").eval()
+    hooks = hooks_of(model)
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     maps = layer_activations(model, find_layer(model, "conv1.0"), images)
     with torch.no_grad():
         expected = model.conv1[0](images).numpy()
     assert np.allclose(maps, expected, atol=1e-6)
     assert maps.min() < 0  # the ReLU(inplace=True) that follows did not reach the captured tensor
-    assert all(not m._forward_hooks for m in model.modules())
+    assert hooks_of(model) == hooks
 
 
 def test_a_layer_without_feature_maps_is_a_usage_error() -> None:
     model = model_named("simple_cnn")
+    hooks = hooks_of(model)
     with pytest.raises(UsageError, match=r"outputs shape \(2, 10\), not feature maps"):
         layer_activations(model, model.fc, torch.randn(2, 3, 32, 32))
     with pytest.raises(UsageError, match="did not run in the forward pass"):
         grad_cam(model, nn.Conv2d(3, 3, 1), torch.randn(2, 3, 32, 32))
-    assert all(not m._forward_hooks for m in model.modules())
+    assert hooks_of(model) == hooks
 
 
 # --------------------------------------------------------------------------- filter grid and figures

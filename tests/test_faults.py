@@ -345,7 +345,7 @@ def test_nan_loss_stops_at_once_naming_epoch_and_step_and_keeps_the_last_good_ch
 ) -> None:
     writes = CheckpointWrites(monkeypatch)
     # SGD whose LR climbs (cosine rise over 5 epochs) to 100: epoch 1 stays finite, epoch 2 overflows.
-    result = train(cifar10_data_root, tmp_path, "optim.name=sgd", "optim.lr=100", "optim.momentum=0", "schedule.peak_epoch=5",
+    result = train(cifar10_data_root, tmp_path, "optim.name=sgd", "optim.lr=100", "optim.momentum=0", "optim.nesterov=false", "schedule.peak_epoch=5",
                    "schedule.initial_div=1000", "schedule.anneal=cos", f"train.epochs={EPOCHS}")  # fmt: skip
     FAULTS["NaN loss"] += 1
     assert result.exit_code == 1, result.output

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from cifarcli.cli import app
 from cifarcli.commands import compose
 from cifarcli.commands.loss_landscape import evaluation_batches
-from cifarcli.config import ModelConfig, load_config
+from cifarcli.config import load_config
 from cifarcli.engine.checkpoint import load_checkpoint
 from cifarcli.engine.landscape import filter_normalized_directions, grid_coordinates, loss_surface, mean_loss
 from cifarcli.models import build_model
@@ -73,7 +73,7 @@ def test_cli_landscape_around_trained_and_initial_weights(smoke_run: Path, tmp_p
 
     cfg = load_config(smoke_run / "config.yaml", ["data.eval_batch_size=32", "landscape.batches=1"])
     checkpoint = load_checkpoint(smoke_run / "checkpoints" / "best.pt")
-    model = build_model(ModelConfig(name="simple_cnn"), 10)
+    model = build_model(cfg.model, 10)  # the run's own model settings (logit scale included)
     model.load_state_dict(checkpoint["model"])
     model.eval()
     batches = evaluation_batches(cfg, torch.device("cpu"))

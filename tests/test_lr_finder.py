@@ -144,7 +144,7 @@ def test_weights_did_change_during_the_sweep() -> None:
 
 def test_diverging_loss_stops_early_with_the_reason() -> None:
     cfg = LrFindConfig(start_lr=1e-2, end_lr=1e4, num_iter=60, smoothing=0.0, diverge_factor=5.0)
-    _, _, _, result = run_finder(cfg, optim=OptimConfig(name="sgd", lr=0.1, momentum=0.0))
+    _, _, _, result = run_finder(cfg, optim=OptimConfig(name="sgd", lr=0.1, momentum=0.0, nesterov=False))
     assert result.stopped_early and 10 < result.steps < 60
     assert result.stop_reason == f"loss diverged (smoothed loss > 5x best) at lr {result.lrs[-1]:.3g}"
     running_best = np.minimum.accumulate(result.smoothed_losses)
