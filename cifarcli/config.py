@@ -591,17 +591,27 @@ def validate_config(tree: dict[str, Any]) -> ExperimentConfig:
         raise ConfigError(_describe(errors[0]) + more) from exc
 
 
+# Settings added after runs were saved without them, with the value that reproduces what such a
+# run did (the schema default may differ: the default recipe scales its logits by 1/8).
+ADDED_SETTINGS: dict[tuple[str, str], Any] = {("model", "logit_scale"): 1.0}
+
+
 def validate_saved_config(tree: dict[str, Any]) -> ExperimentConfig:
     """Validate the config a run folder or checkpoint holds; settings a newer cifar removed are dropped.
 
     A run trained before a setting was removed stays readable (to evaluate, report or resume):
     `train.amp_on_cpu` and `train.log_every_steps` are left out, so the run takes the current
-    defaults for what replaced them.
+    defaults for what replaced them. A setting added since, whose default is not what the run
+    did, gets the value that reproduces it (`ADDED_SETTINGS`).
     """
     train = tree.get("train") if isinstance(tree, dict) else None
     if isinstance(train, dict) and any(key in train for key in REMOVED_TRAIN_SETTINGS):
         kept = {key: value for key, value in train.items() if key not in REMOVED_TRAIN_SETTINGS}
         tree = {**tree, "train": kept}
+    for (section, key), before in ADDED_SETTINGS.items():
+        part = tree.get(section) if isinstance(tree, dict) else None
+        if isinstance(part, dict) and key not in part:
+            tree = {**tree, section: {**part, key: before}}
     return validate_config(tree)
 
 

@@ -225,3 +225,11 @@ def test_lr_from_with_resume_is_refused(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["train", "--resume", str(tmp_path), "--lr-from", str(path)])
     assert result.exit_code == 2, result.output
     assert "error: --resume continues a run with its own config" in result.output and "--lr-from" in result.output
+
+
+def test_lr_from_notes_a_different_logit_scale(exp_run: tuple[Path, str]) -> None:
+    json_path = exp_run[0] / "lr_find.json"  # found with smoke's logits as built
+    args = ["train", "-c", "smoke", "--set", "model.logit_scale=0.125", "--lr-from", str(json_path), "--print-config"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "model.logit_scale 1.0 there, 0.125 here" in result.output

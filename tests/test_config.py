@@ -216,3 +216,14 @@ def test_folder_and_npz_settings_validate() -> None:
     assert (folder.path, folder.test_fraction, folder.image_size) == (Path("pets"), None, 64)
     npz = load_config(None, ["data.dataset=npz", "data.path=a.npz", "data.test_fraction=0.2"]).data
     assert (npz.path, npz.test_path, npz.test_fraction, npz.image_size) == (Path("a.npz"), None, 0.2, 32)
+
+
+def test_a_run_saved_before_logit_scale_existed_loads_with_its_logits_as_built() -> None:
+    from cifarcli.config import validate_saved_config
+
+    saved = ExperimentConfig().model_dump(mode="json")
+    del saved["model"]["logit_scale"]  # what a config.yaml of an older cifar holds
+    assert validate_saved_config(saved).model.logit_scale == 1.0
+    assert ExperimentConfig().model.logit_scale == 0.125  # while a new run takes the default recipe's scale
+    kept = {**saved, "model": {**saved["model"], "logit_scale": 0.5}}
+    assert validate_saved_config(kept).model.logit_scale == 0.5

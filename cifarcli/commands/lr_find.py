@@ -123,7 +123,8 @@ def _warn_if_other_setup(saved: Any, cfg: ExperimentConfig, path: Path, console:
     if not isinstance(saved, dict):
         return
     now = cfg.model_dump(mode="json")
-    keys = (("model", "name"), ("optim", "name"), ("data", "batch_size"), ("data", "dataset"))
+    keys = (("model", "name"), ("model", "logit_scale"), ("optim", "name"), ("optim", "units"), ("data", "batch_size"),
+            ("data", "dataset"))
     differ = [
         f"{section}.{key} {saved.get(section, {}).get(key)!r} there, {now[section][key]!r} here"
         for section, key in keys

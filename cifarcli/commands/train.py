@@ -63,6 +63,8 @@ def train(
                                  hint=f"add --set train.epochs=N with N above {cfg.train.epochs}, or drop --extend-schedule")  # fmt: skip
             print_config_and_exit(cfg, print_config)
             if not extended and _is_complete(resume, cfg, saved):
+                if not _is_main_process():  # under torchrun rank 0 alone says so
+                    return
                 typer.echo(f"{escape.terminal(resume)} is already complete ({saved['epoch']} of {cfg.train.epochs} epochs); "
                            "nothing was changed")  # fmt: skip
                 typer.echo(f"to train it longer: cifar train --resume {escape.terminal(resume)} --set train.epochs=N "
@@ -73,7 +75,7 @@ def train(
             if lr_from is not None:
                 from cifarcli.commands.progress import make_console
 
-                cfg = config_with_lr_from(cfg, lr_from, make_console(quiet))
+                cfg = config_with_lr_from(cfg, lr_from, make_console(quiet or not _is_main_process()))
                 print_config_and_exit(cfg, print_config)
             saved, extended = None, False
 
