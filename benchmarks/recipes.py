@@ -154,7 +154,7 @@ def main() -> int:
         f = fig.describe()
         ratio = f"{f['seconds'] / reference['seconds']:.2f}" if reference else "-"
         gain = f"{(f['mean'] - reference['mean']) * 100:+.1f} pt" if reference else "-"
-        print(f"{fig.recipe:<{width}}{len(fig.accuracies):>5}{f['mean']:>9.2%}{f['std']:>8.2%}{f['min']:>9.2%}{f['max']:>9.2%}"
+        print(f"{fig.recipe:<{width}}{len(fig.accuracies):>5}{f['mean']:>9.2%}{'-' if math.isnan(f['std']) else format(f['std'], '.2%'):>8}{f['min']:>9.2%}{f['max']:>9.2%}"
               f"{f['seconds']:>8.0f}{ratio:>14}{gain:>9}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps([{**asdict(fig), **fig.describe()} for fig in figures], indent=2) + "\n")
