@@ -216,5 +216,19 @@ def evaluation_dirs(run_dir: Path) -> list[Path]:
 def training_evaluation(run_dir: Path, tta_flip: bool = False, tta_shift: bool = False) -> Path | None:
     """The evaluation.json of the test scoring `cifar train` made at the end (best checkpoint,
     the run's eval.tta_* settings); at the top in runs of an older cifar; None when there is none."""
-    key = evaluation_key(BEST_CHECKPOINT, "test", tta_flip, tta_shift)
-    return next((f / EVALUATION_FILE for f in (evaluation_dir(run_dir, key), run_dir) if (f / EVALUATION_FILE).is_file()), None)
+    keyed = evaluation_dir(run_dir, evaluation_key(BEST_CHECKPOINT, "test", tta_flip, tta_shift)) / EVALUATION_FILE
+    if keyed.is_file():
+        return keyed
+    legacy = run_dir / EVALUATION_FILE  # an older cifar's evaluate wrote over it: only a test scoring of best.pt counts
+    return legacy if legacy.is_file() and _scores_best_on_test(legacy) else None
+
+
+def _scores_best_on_test(path: Path) -> bool:
+    try:
+        summary = fileio.read_json(path)
+    except (CifarError, OSError):
+        return False
+    if not isinstance(summary, dict):
+        return False
+    checkpoint = summary.get("checkpoint")
+    return summary.get("split") == "test" and (not isinstance(checkpoint, str) or Path(checkpoint).stem == Path(BEST_CHECKPOINT).stem)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from datetime import datetime
 from pathlib import Path
@@ -94,3 +95,18 @@ def test_evaluation_keys_name_what_was_scored() -> None:
     assert evaluation_key("runs/x/checkpoints/last.pt", "test", tta_flip=True) == "last-test-tta_flip"
     assert evaluation_key("best.pt", "val", tta_flip=True, tta_shift=True, ema=True) == "best-val-tta_flip-tta_shift-ema"
     assert evaluation_key("my model (v2).pt", "test") == "my_model_v2-test"  # a folder name, whatever the file is called
+
+
+@pytest.mark.parametrize(("split", "checkpoint", "counts"), [
+    ("test", "runs/r/checkpoints/best.pt", True), ("val", "runs/r/checkpoints/best.pt", False),
+    ("test", "runs/r/checkpoints/last.pt", False),
+])  # fmt: skip
+def test_an_older_top_level_evaluation_is_training_s_scoring_only_if_it_scored_best_on_test(
+    tmp_path: Path, split: str, checkpoint: str, counts: bool
+) -> None:
+    (tmp_path / "evaluation.json").write_text(json.dumps({"top1": 0.5, "split": split, "checkpoint": checkpoint}))
+    assert runs.training_evaluation(tmp_path) == (tmp_path / "evaluation.json" if counts else None)
+    keyed = tmp_path / "evaluations" / "best-test"
+    keyed.mkdir(parents=True)
+    (keyed / "evaluation.json").write_text("{}")
+    assert runs.training_evaluation(tmp_path) == keyed / "evaluation.json"  # this cifar's own scoring wins
